@@ -1,0 +1,52 @@
+"""The ``evo-rl`` command. Each sub-command lives in its own module with a
+``register(subparsers)`` function that adds its parser and sets ``func``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from evo_rl import __version__
+from evo_rl.errors import EvoError
+
+# Sub-command modules, in the order ``evo-rl --help`` lists them.
+COMMANDS = ["train", "eval", "demo", "drive", "tracks", "reward", "plot", "config", "bench", "control"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evo-rl",
+        description="EVO RL: real-time reinforcement learning for TrackMania, with a built-in simulator.",
+    )
+    parser.add_argument("--version", action="version", version=f"evo-rl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"evo_rl.cli.{name}")
+        except ModuleNotFoundError as e:  # TEMP during development: sub-command not written yet
+            if e.name != f"evo_rl.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EvoError as e:
+        print(f"evo-rl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evo-rl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

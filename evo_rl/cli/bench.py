@@ -1,0 +1,39 @@
+"""``evo-rl bench sim|replay|learner``: speed benchmarks, each printing one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from evo_rl.cli.common import print_json
+
+BENCHES = {
+    "sim": "simulator: full environment steps per second over many cars",
+    "replay": "replay memory: microseconds per sampled batch, inserts per second",
+    "learner": "learning algorithms: gradient updates per second",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="speed benchmarks (JSON output)")
+    bsub = p.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    for name, help_text in BENCHES.items():
+        try:  # TEMP during development: benchmark not written yet
+            _module(name)
+        except ModuleNotFoundError as e:
+            if e.name != f"evo_rl.bench.{name}":
+                raise
+            continue
+        bp = bsub.add_parser(name, help=help_text)
+        bp.add_argument("--json", action="store_true", help="print only the JSON object (the default output)")
+        bp.set_defaults(func=_run, bench_name=name)
+        _module(name).add_arguments(bp)
+
+
+def _module(name: str):
+    return importlib.import_module(f"evo_rl.bench.{name}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    print_json(_module(args.bench_name).run(args))
+    return 0

@@ -1,0 +1,333 @@
+"""One YAML file configures EVO RL; these pydantic models validate it.
+
+Every field has a one-line description (shown by ``evo-rl config show --help-fields``)
+and unknown keys are errors. ``load_config(path, overrides)`` reads a file, applies
+``section.key=value`` overrides and returns an :class:`EvoConfig`; mistakes raise
+:class:`~evo_rl.errors.ConfigError` naming the field path, the bad value and what
+is allowed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from evo_rl.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are checked."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- simulator
+
+
+class SimConfig(Section):
+    dt: float = Field(0.05, gt=0, le=1.0, description="control step in seconds (TrackMania: 0.05 = 20 Hz)")
+    substeps: int = Field(5, ge=1, le=100, description="physics sub-steps per control step")
+    threads: int = Field(0, ge=0, description="numba threads for the simulator kernels; 0 = all cores")
+
+
+class CarConfig(Section):
+    mass: float = Field(1200.0, gt=0, description="car mass, kg")
+    wheelbase: float = Field(2.6, gt=0, description="distance between axles, m")
+    half_width: float = Field(1.0, gt=0, description="half the car's width, m; the car's centre keeps this far from walls")
+    engine_force: float = Field(14000.0, gt=0, description="peak engine force at the wheels in first gear, N")
+    gear_ratios: list[float] = Field(
+        [1.0, 0.72, 0.56, 0.45, 0.38], min_length=1, description="force multiplier of each gear, first to top"
+    )
+    shift_up_rpm: float = Field(10000.0, gt=0, description="engine speed that shifts up a gear")
+    shift_down_rpm: float = Field(5500.0, gt=0, description="engine speed that shifts down a gear")
+    idle_rpm: float = Field(1500.0, ge=0, description="engine speed at rest")
+    max_rpm: float = Field(11000.0, gt=0, description="engine speed limit; no engine force above it")
+    top_speed: float = Field(95.0, gt=0, description="speed in top gear at max_rpm, m/s (sets the gearing)")
+    drag: float = Field(0.9, ge=0, description="aerodynamic drag coefficient k in F = k * v^2, N s^2/m^2")
+    rolling_resistance: float = Field(150.0, ge=0, description="constant rolling resistance, N")
+    brake_force: float = Field(24000.0, gt=0, description="brake force at full pedal, N")
+    grip: float = Field(1.6, gt=0, description="tyre friction coefficient (lateral and longitudinal limit, in g)")
+    downforce: float = Field(0.25, ge=0, description="extra grip per m/s of speed, as a fraction of g per 100 m/s")
+    slide_grip: float = Field(0.8, gt=0, le=1, description="fraction of grip left while the tyres slide (drift)")
+    max_steer_deg: float = Field(28.0, gt=0, lt=90, description="front wheel angle at full steering, degrees")
+    steer_rate: float = Field(5.0, gt=0, description="steering travel per second, in full-lock units")
+    wall_friction: float = Field(0.3, ge=0, le=1, description="fraction of speed along the wall lost per wall contact")
+    wall_restitution: float = Field(0.1, ge=0, le=1, description="fraction of speed into the wall bounced back")
+
+
+class LidarConfig(Section):
+    layout: Literal["fan", "tires"] = Field(
+        "fan", description="fan: beams evenly over fov_deg, left to right; tires: 11 front + 4 left + 4 right"
+    )
+    beams: int = Field(19, ge=1, le=256, description="number of beams for the fan layout (tires: always 19)")
+    fov_deg: float = Field(180.0, gt=0, le=360, description="field of view of the fan layout, degrees")
+    range: float = Field(100.0, gt=0, description="maximum distance a beam reports, m")
+
+
+class CameraConfig(Section):
+    width: int = Field(64, ge=8, le=512, description="image width, pixels")
+    height: int = Field(64, ge=8, le=512, description="image height, pixels")
+    fov_deg: float = Field(90.0, gt=10, lt=170, description="horizontal field of view, degrees")
+    eye_height: float = Field(1.4, gt=0, description="camera height above the road, m")
+    wall_height: float = Field(2.0, gt=0, description="wall height, m")
+    range: float = Field(150.0, gt=0, description="drawing distance, m")
+
+
+# --------------------------------------------------------------------------- environment
+
+
+class EnvConfig(Section):
+    track: str = Field("evo-test", description="built-in track name or path to a .track file")
+    flavour: Literal["lidar", "lidar_progress", "full"] = Field(
+        "lidar", description="observation layout: TMRL's TM20LIDAR, TM20LIDARPROGRESS or TM20FULL"
+    )
+    n_envs: int = Field(16, ge=1, le=65536, description="cars stepped together by the vector environment")
+    hist_len: int = Field(4, ge=1, le=16, description="frames of LIDAR or image history in each observation")
+    act_buf_len: int = Field(2, ge=0, le=16, description="previous actions in each observation")
+    flat: bool = Field(False, description="one flat float32 Box observation instead of TMRL's tuple")
+    controls: Literal["binary", "analog"] = Field(
+        "binary", description="binary: gas/brake pressed when > 0 (keyboard); analog: clip(a, 0, 1) (gamepad)"
+    )
+    max_steps: int = Field(2400, ge=1, description="step limit of an episode (truncation); 2400 = 120 s")
+    seed: int = Field(0, description="seed of the environment's random start perturbations")
+
+
+class RewardTermConfig(Section):
+    term: str = Field(description="term name (see `evo-rl reward terms`) or import path module:callable")
+    weight: float = Field(1.0, description="weight of the term in the step reward")
+    params: dict[str, Any] = Field(default_factory=dict, description="the term's own parameters")
+
+
+def _default_reward() -> list[RewardTermConfig]:
+    return [RewardTermConfig(term="progress_distance", weight=0.1)]
+
+
+class EpisodeConfig(Section):
+    no_progress_seconds: float | None = Field(
+        40.0, description="end an episode after this long without progress (null: never)"
+    )
+    stuck_seconds: float | None = Field(
+        None, description="end an episode if the car moved less than stuck_distance over this window (null: off)"
+    )
+    stuck_distance: float = Field(2.0, ge=0, description="distance, m, that counts as moving for the stuck rule")
+    max_stray: float | None = Field(None, description="end an episode farther than this from the reference, m")
+
+
+# --------------------------------------------------------------------------- learning
+
+
+class SACConfig(Section):
+    gamma: float = Field(0.99, gt=0, le=1, description="discount factor")
+    lr_actor: float = Field(3e-4, gt=0, description="actor learning rate")
+    lr_critic: float = Field(3e-4, gt=0, description="critic learning rate")
+    lr_entropy: float = Field(3e-4, gt=0, description="entropy coefficient learning rate (learned mode)")
+    tau: float = Field(0.005, gt=0, le=1, description="target network Polyak averaging factor")
+    alpha: float = Field(0.2, ge=0, description="entropy coefficient (initial value when learned)")
+    learn_entropy: bool = Field(True, description="learn the entropy coefficient towards target_entropy")
+    target_entropy: float | None = Field(None, description="target entropy; null = -action_dim")
+    hidden: list[int] = Field([256, 256], min_length=1, description="hidden layer sizes of actor and critics")
+
+
+class REDQConfig(SACConfig):
+    n_critics: int = Field(10, ge=2, description="critics in the ensemble (N)")
+    m_target: int = Field(2, ge=1, description="critics sampled for the target (M)")
+
+
+class PPOConfig(Section):
+    gamma: float = Field(0.99, gt=0, le=1, description="discount factor")
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    clip: float = Field(0.2, gt=0, description="clipping range of the policy ratio")
+    entropy_coef: float = Field(0.01, ge=0, description="entropy bonus weight")
+    value_coef: float = Field(0.5, ge=0, description="value loss weight")
+    lr: float = Field(3e-4, gt=0, description="learning rate")
+    n_steps: int = Field(2048, ge=1, description="environment steps per rollout (over all envs)")
+    batch_size: int = Field(64, ge=1, description="minibatch size")
+    epochs: int = Field(10, ge=1, description="optimisation epochs per rollout")
+    max_grad_norm: float = Field(0.5, gt=0, description="gradient clipping norm")
+    hidden: list[int] = Field([256, 256], min_length=1, description="hidden layer sizes")
+
+
+class AlgoConfig(Section):
+    name: str = Field("sac", description="sac, redq, ppo, or an import path module:Class of a TrainingAgent")
+    sac: SACConfig = Field(default_factory=SACConfig, description="SAC settings")
+    redq: REDQConfig = Field(default_factory=REDQConfig, description="REDQ-SAC settings")
+    ppo: PPOConfig = Field(default_factory=PPOConfig, description="PPO settings")
+
+
+class MemoryConfig(Section):
+    capacity: int = Field(1_000_000, ge=1, description="transitions kept (over all cars)")
+    batch_size: int = Field(256, ge=1, description="transitions per sampled batch")
+    prioritized: bool = Field(False, description="prioritised replay (sum tree)")
+    alpha: float = Field(0.6, ge=0, description="prioritisation exponent")
+    beta: float = Field(0.4, ge=0, le=1, description="importance-sampling exponent")
+    nstep: int = Field(1, ge=1, le=100, description="n-step returns")
+
+
+class TrainConfig(Section):
+    minutes: float | None = Field(None, gt=0, description="wall-clock budget; null = until total_steps")
+    total_steps: int = Field(2_000_000, ge=1, description="environment steps (over all cars) to train for")
+    start_steps: int = Field(5000, ge=0, description="random-action steps before learning starts")
+    updates_per_step: float = Field(0.25, gt=0, description="gradient updates per environment step (per car)")
+    eval_every_minutes: float = Field(2.0, gt=0, description="evaluation schedule, wall-clock minutes")
+    eval_episodes: int = Field(2, ge=1, description="deterministic episodes per evaluation")
+    checkpoint_every_minutes: float = Field(5.0, gt=0, description="checkpoint schedule, wall-clock minutes")
+    keep_best: int = Field(3, ge=0, description="best checkpoints kept besides the latest")
+    log_every_seconds: float = Field(5.0, gt=0, description="metrics.jsonl and TensorBoard interval")
+    runs_dir: str = Field("runs", description="folder holding run folders")
+    device: str = Field("auto", description="torch device: auto, cpu or cuda[:N]")
+    torch_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    seed: int = Field(0, description="seed of torch and of the replay sampling")
+    wandb: bool = Field(False, description="also log to Weights & Biases (needs the wandb package)")
+
+
+class EvoConfig(Section):
+    """The whole EVO RL configuration."""
+
+    env: EnvConfig = Field(default_factory=EnvConfig, description="environment")
+    sim: SimConfig = Field(default_factory=SimConfig, description="simulator stepping")
+    car: CarConfig = Field(default_factory=CarConfig, description="car physics")
+    lidar: LidarConfig = Field(default_factory=LidarConfig, description="LIDAR sensor")
+    camera: CameraConfig = Field(default_factory=CameraConfig, description="first-person camera")
+    reward: list[RewardTermConfig] = Field(default_factory=_default_reward, description="weighted reward terms")
+    episode: EpisodeConfig = Field(default_factory=EpisodeConfig, description="end-of-episode rules")
+    algo: AlgoConfig = Field(default_factory=AlgoConfig, description="learning algorithm")
+    memory: MemoryConfig = Field(default_factory=MemoryConfig, description="replay memory")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="training loop")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parent = ".".join(str(p) for p in e["loc"][:-1])
+            lines.append(f"  {path}: unknown key; allowed keys of {parent or 'the top level'}: {_allowed(e['loc'][:-1])}")
+            continue
+        value = e.get("input")
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        lines.append(f"  {path} = {shown}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _allowed(loc: tuple) -> str:
+    model: Any = EvoConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return "?"
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return "?"
+    return ", ".join(model.model_fields)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into a path and a YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value (e.g. env.n_envs=8)")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {text!r} names no field")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+    return path, value
+
+
+def _apply(data: dict, path: list[str], value: Any, text: str) -> None:
+    node = data
+    for part in path[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {text!r}: {part} is not a section")
+        node = nxt
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> EvoConfig:
+    """Read a YAML config (defaults when ``path`` is None) and apply overrides."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"config file {p} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections, found {type(loaded).__name__}")
+        data = loaded
+    for text in overrides:
+        keys, value = parse_override(text)
+        _apply(data, keys, value, text)
+    if overrides:
+        source += " + overrides"
+    try:
+        return EvoConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def config_to_yaml(cfg: EvoConfig) -> str:
+    """The resolved config as YAML, sections in declaration order."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def import_object(spec: str, what: str = "component") -> Any:
+    """Import ``module:Name`` (or ``module.Name``); errors say which part failed."""
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+    elif "." in spec:
+        module_name, _, attr = spec.rpartition(".")
+    else:
+        raise ConfigError(f"{what} {spec!r} is not an import path; write it as module:Name (e.g. mypkg.rewards:MyTerm)")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - any import failure is reported the same way
+        raise ConfigError(f"{what} {spec!r}: cannot import module {module_name!r}: {type(e).__name__}: {e}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{what} {spec!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def field_docs(model: type[BaseModel] = EvoConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(path, default, description) of every field, for help output and docs."""
+    rows = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(field_docs(ann, path + "."))
+        else:
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, list) and default and isinstance(default[0], BaseModel):
+                default = [d.model_dump() for d in default]
+            rows.append((path, repr(default), field.description or ""))
+    return rows
