@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evo_rl.errors import ConfigError
 
@@ -37,8 +37,10 @@ class SimConfig(Section):
 class CarConfig(Section):
     mass: float = Field(1200.0, gt=0, description="car mass, kg")
     wheelbase: float = Field(2.6, gt=0, description="distance between axles, m")
-    half_width: float = Field(1.0, gt=0, description="half the car's width, m; the car's centre keeps this far from walls")
-    engine_force: float = Field(14000.0, gt=0, description="peak engine force at the wheels in first gear, N")
+    half_width: float = Field(
+        1.0, gt=0, description="half the car's width, m; the car's centre keeps this far from walls"
+    )
+    engine_force: float = Field(20000.0, gt=0, description="engine force at the wheels in first gear, N")
     gear_ratios: list[float] = Field(
         [1.0, 0.72, 0.56, 0.45, 0.38], min_length=1, description="force multiplier of each gear, first to top"
     )
@@ -47,15 +49,24 @@ class CarConfig(Section):
     idle_rpm: float = Field(1500.0, ge=0, description="engine speed at rest")
     max_rpm: float = Field(11000.0, gt=0, description="engine speed limit; no engine force above it")
     top_speed: float = Field(95.0, gt=0, description="speed in top gear at max_rpm, m/s (sets the gearing)")
-    drag: float = Field(0.9, ge=0, description="aerodynamic drag coefficient k in F = k * v^2, N s^2/m^2")
+    drag: float = Field(0.85, ge=0, description="aerodynamic drag coefficient k in F = k * v^2, N s^2/m^2")
     rolling_resistance: float = Field(150.0, ge=0, description="constant rolling resistance, N")
     brake_force: float = Field(24000.0, gt=0, description="brake force at full pedal, N")
+    reverse_force: float = Field(8000.0, ge=0, description="backward drive force when braking below 1 m/s, N")
+    reverse_speed: float = Field(15.0, ge=0, description="top speed in reverse, m/s")
     grip: float = Field(1.6, gt=0, description="tyre friction coefficient (lateral and longitudinal limit, in g)")
     downforce: float = Field(0.25, ge=0, description="extra grip per m/s of speed, as a fraction of g per 100 m/s")
     slide_grip: float = Field(0.8, gt=0, le=1, description="fraction of grip left while the tyres slide (drift)")
+    slide_speed: float = Field(1.0, gt=0, description="sideways tyre speed above which the tyres slide, m/s")
     max_steer_deg: float = Field(28.0, gt=0, lt=90, description="front wheel angle at full steering, degrees")
     steer_rate: float = Field(5.0, gt=0, description="steering travel per second, in full-lock units")
-    wall_friction: float = Field(0.3, ge=0, le=1, description="fraction of speed along the wall lost per wall contact")
+    yaw_overshoot: float = Field(
+        1.3, gt=0, description="turn rate at full steering over the rate grip allows; above 1 full lock slides"
+    )
+    slip_align: float = Field(2.0, ge=0, description="self-aligning turn rate per unit of sideways slip (v_lat/v), 1/s")
+    wall_friction: float = Field(
+        0.3, ge=0, le=1, description="wall friction coefficient: speed along the wall lost per unit of impact impulse"
+    )
     wall_restitution: float = Field(0.1, ge=0, le=1, description="fraction of speed into the wall bounced back")
 
 
@@ -75,6 +86,7 @@ class CameraConfig(Section):
     eye_height: float = Field(1.4, gt=0, description="camera height above the road, m")
     wall_height: float = Field(2.0, gt=0, description="wall height, m")
     range: float = Field(150.0, gt=0, description="drawing distance, m")
+    horizon: float = Field(0.4, ge=0, le=1, description="row of the horizon, as a fraction of the height from the top")
 
 
 # --------------------------------------------------------------------------- environment
@@ -94,10 +106,13 @@ class EnvConfig(Section):
     )
     max_steps: int = Field(2400, ge=1, description="step limit of an episode (truncation); 2400 = 120 s")
     seed: int = Field(0, description="seed of the environment's random start perturbations")
+    start_lateral: float = Field(0.5, ge=0, description="largest random sideways offset of a car at an episode start, m")
+    start_yaw_deg: float = Field(2.0, ge=0, le=45, description="largest random heading offset at an episode start, degrees")
 
 
 class RewardTermConfig(Section):
     term: str = Field(description="term name (see `evo-rl reward terms`) or import path module:callable")
+    name: str | None = Field(None, description="label in info['reward_terms'] and the logs; null: the term name")
     weight: float = Field(1.0, description="weight of the term in the step reward")
     params: dict[str, Any] = Field(default_factory=dict, description="the term's own parameters")
 
@@ -108,13 +123,18 @@ def _default_reward() -> list[RewardTermConfig]:
 
 class EpisodeConfig(Section):
     no_progress_seconds: float | None = Field(
-        40.0, description="end an episode after this long without progress (null: never)"
+        40.0, gt=0, description="end an episode after this long without progress along the track, s (null: never)"
     )
     stuck_seconds: float | None = Field(
-        None, description="end an episode if the car moved less than stuck_distance over this window (null: off)"
+        None, gt=0, description="end an episode if the car moved less than stuck_distance over this window, s (null: off)"
     )
     stuck_distance: float = Field(2.0, ge=0, description="distance, m, that counts as moving for the stuck rule")
-    max_stray: float | None = Field(None, description="end an episode farther than this from the reference, m")
+    max_stray: float | None = Field(
+        None, gt=0, description="end an episode farther than this from the reference line, m (null: never)"
+    )
+    reference: str | None = Field(
+        None, description="reference trajectory of the reward terms: null/centre, racing_line, or a .npy/.csv file"
+    )
 
 
 # --------------------------------------------------------------------------- learning
@@ -131,10 +151,25 @@ class SACConfig(Section):
     target_entropy: float | None = Field(None, description="target entropy; null = -action_dim")
     hidden: list[int] = Field([256, 256], min_length=1, description="hidden layer sizes of actor and critics")
 
+    @model_validator(mode="after")
+    def _alpha_positive_when_learned(self) -> SACConfig:
+        if self.learn_entropy and self.alpha <= 0:
+            raise ValueError("learn_entropy=true needs a positive initial alpha (it is learned as log(alpha))")
+        return self
+
 
 class REDQConfig(SACConfig):
     n_critics: int = Field(10, ge=2, description="critics in the ensemble (N)")
     m_target: int = Field(2, ge=1, description="critics sampled for the target (M)")
+    q_updates_per_policy_update: int = Field(
+        20, ge=1, description="critic updates per policy update (G; TMRL's REDQ_Q_UPDATES_PER_POLICY_UPDATE)"
+    )
+
+    @model_validator(mode="after")
+    def _subset_fits(self) -> REDQConfig:
+        if self.m_target > self.n_critics:
+            raise ValueError(f"m_target ({self.m_target}) must not exceed n_critics ({self.n_critics})")
+        return self
 
 
 class PPOConfig(Section):
@@ -143,28 +178,113 @@ class PPOConfig(Section):
     clip: float = Field(0.2, gt=0, description="clipping range of the policy ratio")
     entropy_coef: float = Field(0.01, ge=0, description="entropy bonus weight")
     value_coef: float = Field(0.5, ge=0, description="value loss weight")
-    lr: float = Field(3e-4, gt=0, description="learning rate")
+    lr: float = Field(3e-4, gt=0, description="learning rate (of the policy, and of the value net unless lr_value)")
+    lr_value: float | None = Field(None, gt=0, description="value network learning rate; null = lr")
     n_steps: int = Field(2048, ge=1, description="environment steps per rollout (over all envs)")
     batch_size: int = Field(64, ge=1, description="minibatch size")
     epochs: int = Field(10, ge=1, description="optimisation epochs per rollout")
     max_grad_norm: float = Field(0.5, gt=0, description="gradient clipping norm")
+    clip_value: float | None = Field(None, gt=0, description="clipping range of the value update; null = no clipping")
+    normalize_advantage: bool = Field(True, description="normalise advantages within each minibatch")
+    log_std_init: float = Field(0.0, description="initial log standard deviation of the Gaussian policy")
+    activation: Literal["tanh", "relu"] = Field("tanh", description="hidden activation of policy and value nets")
     hidden: list[int] = Field([256, 256], min_length=1, description="hidden layer sizes")
 
 
+ALGO_PRESETS: dict[str, dict[str, Any]] = {
+    # TMRL's documented SAC values (POLYAK 0.995 = tau 0.005, fixed ALPHA)
+    "tmrl-sac": {
+        "name": "sac",
+        "sac": {
+            "gamma": 0.995,
+            "tau": 0.005,
+            "lr_actor": 1e-5,
+            "lr_critic": 5e-5,
+            "lr_entropy": 3e-4,
+            "alpha": 0.01,
+            "learn_entropy": False,
+            "hidden": [256, 256],
+        },
+    },
+    # TMRL README's REDQ-SAC "ALG" entry
+    "tmrl-redq": {
+        "name": "redq",
+        "redq": {
+            "gamma": 0.995,
+            "tau": 0.005,
+            "lr_actor": 3e-4,
+            "lr_critic": 5e-5,
+            "lr_entropy": 3e-4,
+            "alpha": 0.37,
+            "learn_entropy": False,
+            "target_entropy": -7.0,
+            "n_critics": 10,
+            "m_target": 2,
+            "q_updates_per_policy_update": 20,
+            "hidden": [256, 256],
+        },
+    },
+    # the PPO LIDAR trainer of reference report 000
+    "ppo-000": {
+        "name": "ppo",
+        "ppo": {
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "clip": 0.2,
+            "entropy_coef": 0.01,
+            "value_coef": 0.5,
+            "lr": 3e-4,
+            "lr_value": 1e-3,
+            "batch_size": 64,
+            "n_steps": 2048,
+            "epochs": 3,
+            "max_grad_norm": 0.5,
+            "activation": "relu",
+            "hidden": [256, 256, 256],
+        },
+    },
+}
+"""Named algorithm presets: partial ``algo`` sections that fill the fields a config leaves unset."""
+
+
+def _merge_under(preset: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``preset`` values filled in where ``data`` has no value (recursively)."""
+    merged = dict(data)
+    for key, value in preset.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = _merge_under(value, merged[key])
+    return merged
+
+
 class AlgoConfig(Section):
+    preset: Literal["tmrl-sac", "tmrl-redq", "ppo-000"] | None = Field(
+        None, description="named preset filling the algo fields this config leaves unset (null = none)"
+    )
     name: str = Field("sac", description="sac, redq, ppo, or an import path module:Class of a TrainingAgent")
+    amp: bool | None = Field(None, description="mixed precision (autocast + GradScaler); null = on with CUDA only")
     sac: SACConfig = Field(default_factory=SACConfig, description="SAC settings")
     redq: REDQConfig = Field(default_factory=REDQConfig, description="REDQ-SAC settings")
     ppo: PPOConfig = Field(default_factory=PPOConfig, description="PPO settings")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in ALGO_PRESETS:
+            return _merge_under(ALGO_PRESETS[data["preset"]], data)
+        return data
+
 
 class MemoryConfig(Section):
-    capacity: int = Field(1_000_000, ge=1, description="transitions kept (over all cars)")
+    capacity: int = Field(
+        1_000_000, ge=1, description="steps kept over all cars (one per car per step, plus one per ended episode)"
+    )
     batch_size: int = Field(256, ge=1, description="transitions per sampled batch")
     prioritized: bool = Field(False, description="prioritised replay (sum tree)")
     alpha: float = Field(0.6, ge=0, description="prioritisation exponent")
     beta: float = Field(0.4, ge=0, le=1, description="importance-sampling exponent")
-    nstep: int = Field(1, ge=1, le=100, description="n-step returns")
+    nstep: int = Field(1, ge=1, le=100, description="steps summed in the discounted return (1 = one-step TD)")
 
 
 class TrainConfig(Section):
@@ -182,6 +302,11 @@ class TrainConfig(Section):
     torch_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
     seed: int = Field(0, description="seed of torch and of the replay sampling")
     wandb: bool = Field(False, description="also log to Weights & Biases (needs the wandb package)")
+    wandb_project: str = Field("evo-rl", description="Weights & Biases project of the run (train.wandb: true)")
+    save_replay: bool = Field(True, description="store the replay memory in the latest checkpoint (resume keeps it)")
+    dashboard: Literal["auto", "rich", "plain", "off"] = Field(
+        "auto", description="auto: live dashboard on a terminal, log lines otherwise; rich, plain or off force one"
+    )
 
 
 class EvoConfig(Section):

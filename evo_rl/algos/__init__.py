@@ -1,0 +1,24 @@
+"""Learning algorithms: SAC, REDQ-SAC and PPO (see docs/algorithms.md)."""
+
+from evo_rl.algos.base import Batch, TrainingAgent
+from evo_rl.algos.factory import AGENTS, make_agent
+from evo_rl.algos.ppo import PolicyStep, PPOAgent, RolloutBuffer
+from evo_rl.algos.redq import REDQAgent
+from evo_rl.algos.sac import SACAgent
+from evo_rl.algos.state import flatten_state, load_state, save_state, unflatten_state
+
+__all__ = [
+    "AGENTS",
+    "Batch",
+    "PPOAgent",
+    "PolicyStep",
+    "REDQAgent",
+    "RolloutBuffer",
+    "SACAgent",
+    "TrainingAgent",
+    "flatten_state",
+    "load_state",
+    "make_agent",
+    "save_state",
+    "unflatten_state",
+]

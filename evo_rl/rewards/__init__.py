@@ -1,0 +1,25 @@
+"""Reward terms, their weighted composition, episode-end rules and reference trajectories.
+
+``RewardManager(cfg.reward, cfg.episode, track, n_envs)`` is called by the
+environment after every ``World.step`` with a :class:`StepContext` and returns a
+:class:`RewardOutput`. See docs/rewards.md.
+"""
+
+from evo_rl.rewards.base import SOURCES, TERMS, RewardOutput, RewardTerm, StepContext
+from evo_rl.rewards.manager import RewardManager
+from evo_rl.rewards.reference import Reference, centre_line, load_reference, read_tmrl_pickle, resample, save_reference
+
+__all__ = [
+    "SOURCES",
+    "TERMS",
+    "Reference",
+    "RewardManager",
+    "RewardOutput",
+    "RewardTerm",
+    "StepContext",
+    "centre_line",
+    "load_reference",
+    "read_tmrl_pickle",
+    "resample",
+    "save_reference",
+]

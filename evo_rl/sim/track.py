@@ -1,14 +1,24 @@
 """The track model: a closed strip of convex quads between wall cross-sections.
 
 See docs/architecture.md ("The track model") for the layout every other part of
-the simulator relies on.
+the simulator relies on, and docs/tracks.md for the file format, validation rules
+and centreline import.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from evo_rl.errors import TrackError
+
+FORMAT_HEADER = "evo-rl-track"
+FORMAT_VERSION = 1
+MIN_CLEARANCE = 4.0  # m, least distance between walls of parts of the strip that are not neighbours
+_HEADER_KEYS = ("name", "width", "height", "start", "finish", "checkpoints")
 
 
 @dataclass(eq=False)
@@ -43,6 +53,12 @@ class Track:
         seg = np.linalg.norm(np.diff(self.center, axis=0), axis=1)
         self.s = np.concatenate([[0.0], np.cumsum(seg)])
 
+    def __repr__(self) -> str:
+        return (
+            f"Track(name={self.name!r}, quads={self.n_quads}, length={self.length:.1f} m, "
+            f"width={self.width:g} m, checkpoints={len(self.checkpoints)})"
+        )
+
     @property
     def n_quads(self) -> int:
         """Number of quads M."""
@@ -52,3 +68,450 @@ class Track:
     def length(self) -> float:
         """Distance from the start line to the finish line along the centre line, m."""
         return float(self.s[self.finish] - self.s[self.start])
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self, clearance: float = MIN_CLEARANCE) -> None:
+        """Check the strip is a valid track; raise :class:`TrackError` naming the problem and where.
+
+        Rules: finite numbers; ``width > 0``; ``0 <= start < checkpoints < finish < M``
+        (checkpoints strictly increasing); every quad convex with positive area and the
+        left wall on the left; walls of parts of the strip that are not neighbours never
+        cross and stay at least ``clearance`` metres apart.
+        """
+        _check_arrays(self)
+        _check_indices(self)
+        _check_quads(self.left, self.right)
+        _check_clearance(self, clearance)
+
+    # ------------------------------------------------------------------ text files
+
+    def save(self, path: str | Path) -> None:
+        """Write the track as a text file (format: docs/tracks.md); floats round-trip exactly."""
+        if "\n" in self.name or not self.name.strip():
+            raise TrackError(f"track name {self.name!r} must be one non-empty line to be saved")
+        lines = [
+            f"{FORMAT_HEADER} {FORMAT_VERSION}",
+            f"name {self.name.strip()}",
+            f"width {self.width!r}",
+            f"height {self.height!r}",
+            f"start {self.start}",
+            f"finish {self.finish}",
+            "checkpoints " + " ".join(str(int(c)) for c in self.checkpoints),
+        ]
+        lines[-1] = lines[-1].rstrip()
+        lines += [
+            f"{float(lx)!r} {float(ly)!r} {float(rx)!r} {float(ry)!r}"
+            for (lx, ly), (rx, ry) in zip(self.left, self.right, strict=True)
+        ]
+        Path(path).write_text("\n".join(lines) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Track:
+        """Read and validate a track file; mistakes raise :class:`TrackError` with file and line."""
+        p = Path(path)
+        if not p.is_file():
+            raise TrackError(f"track file {p} does not exist")
+        try:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise TrackError(f"track file {p} cannot be read as text: {e}") from None
+        track = _parse(text, str(p))
+        try:
+            track.validate()
+        except TrackError as e:
+            raise TrackError(f"track file {p}: {e}") from None
+        return track
+
+    # ------------------------------------------------------------------ centreline import
+
+    @classmethod
+    def from_centreline(
+        cls,
+        points: np.ndarray,
+        width: float,
+        name: str = "imported",
+        n_checkpoints: int = 4,
+        spacing: float = 3.0,
+        smoothing: float = 2.0,
+        start_offset: float = 6.0,
+        finish_offset: float = 6.0,
+        height: float | None = None,
+    ) -> Track:
+        """Build a track around a recorded centre line.
+
+        ``points`` is ``[N, 2]`` plane points ``(x, y)`` or ``[N, 3]`` game positions
+        ``(x, y_up, z)``, which map to the plane as ``(x, z)`` (the road height becomes the
+        mean ``y_up``). Repeated points are dropped, the path is smoothed (Gaussian,
+        ``smoothing`` metres) and resampled every ``spacing`` metres, and the walls are
+        offset ``width / 2`` along the normals. The start line is ``start_offset`` metres
+        in, the finish line ``finish_offset`` metres before the end, and
+        ``n_checkpoints`` gates are spread evenly between them. A path that turns tighter
+        than ``width / 2`` or crosses itself raises :class:`TrackError` naming where.
+        """
+        return _from_centreline(
+            points, width, name, n_checkpoints, spacing, smoothing, start_offset, finish_offset, height
+        )
+
+
+# ---------------------------------------------------------------------- validation helpers
+
+
+def _check_arrays(t: Track) -> None:
+    if t.left.ndim != 2 or t.left.shape[1] != 2 or t.right.shape != t.left.shape:
+        raise TrackError(f"left and right must both be [M+1, 2] arrays, got {t.left.shape} and {t.right.shape}")
+    if len(t.left) < 3:
+        raise TrackError(f"a track needs at least 3 cross-sections (2 quads), got {len(t.left)}")
+    for label, arr in (("left", t.left), ("right", t.right)):
+        bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        if len(bad):
+            raise TrackError(f"{label}[{bad[0]}] is not finite ({arr[bad[0]].tolist()})")
+    if not math.isfinite(t.width) or t.width <= 0:
+        raise TrackError(f"width must be a positive number of metres, got {t.width}")
+    if not math.isfinite(t.height):
+        raise TrackError(f"height must be finite, got {t.height}")
+
+
+def _check_indices(t: Track) -> None:
+    m = t.n_quads
+    if not 0 <= t.start < t.finish < m:
+        raise TrackError(
+            f"need 0 <= start < finish < M = {m} (the last cross-section closes the run-off), "
+            f"got start={t.start}, finish={t.finish}"
+        )
+    cps = t.checkpoints
+    if len(cps) and (cps[0] <= t.start or cps[-1] >= t.finish):
+        raise TrackError(
+            f"checkpoints must lie strictly between start={t.start} and finish={t.finish}, got {cps.tolist()}"
+        )
+    if len(cps) > 1 and np.any(np.diff(cps) <= 0):
+        raise TrackError(f"checkpoints must be strictly increasing, got {cps.tolist()}")
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+
+def _check_quads(left: np.ndarray, right: np.ndarray) -> None:
+    # corners in order left[k], left[k+1], right[k+1], right[k]: clockwise when left is on the left
+    corners = np.stack([left[:-1], left[1:], right[1:], right[:-1]], axis=1)  # [M, 4, 2]
+    edges = np.roll(corners, -1, axis=1) - corners  # [M, 4, 2]
+    lengths = np.linalg.norm(edges, axis=2)  # [M, 4]
+    names = ("left wall", "front gate", "right wall", "back gate")
+    scale = max(1.0, float(np.abs(corners).max()))
+    short = lengths <= 1e-9 * scale
+    if short.any():
+        k, e = np.argwhere(short)[0]
+        raise TrackError(f"quad {k} is degenerate: its {names[e]} has zero length near {_xy(corners[k, e])}")
+    sines = _cross(edges, np.roll(edges, -1, axis=1)) / (lengths * np.roll(lengths, -1, axis=1))  # [M, 4]
+    bad = np.flatnonzero((sines >= -1e-9).any(axis=1))
+    if len(bad):
+        k = bad[0]
+        where = _xy(corners[k].mean(axis=0))
+        if (sines[k] > 1e-9).all():
+            raise TrackError(f"quad {k} is reversed (left and right walls swapped?) near {where}")
+        raise TrackError(f"quad {k} is not convex (or has zero area) near {where}")
+
+
+def _xy(p: np.ndarray) -> str:
+    return f"({p[0]:.1f}, {p[1]:.1f})"
+
+
+def _point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ab = b - a
+    denom = np.maximum((ab * ab).sum(axis=-1), 1e-300)
+    t = np.clip(((p - a) * ab).sum(axis=-1) / denom, 0.0, 1.0)
+    return np.linalg.norm(a + t[..., None] * ab - p, axis=-1)
+
+
+def segment_distances(p1: np.ndarray, p2: np.ndarray, q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
+    """Distance between segments ``p1-p2`` and ``q1-q2`` row by row (``[K, 2]`` each), 0 where they cross."""
+    d = np.minimum.reduce(
+        [
+            _point_segment_distance(p1, q1, q2),
+            _point_segment_distance(p2, q1, q2),
+            _point_segment_distance(q1, p1, p2),
+            _point_segment_distance(q2, p1, p2),
+        ]
+    )
+    o1 = _cross(p2 - p1, q1 - p1)
+    o2 = _cross(p2 - p1, q2 - p1)
+    o3 = _cross(q2 - q1, p1 - q1)
+    o4 = _cross(q2 - q1, p2 - q1)
+    crossing = (o1 * o2 < 0) & (o3 * o4 < 0)
+    return np.where(crossing, 0.0, d)
+
+
+def _candidate_pairs(a: np.ndarray, b: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``i < j`` of segments whose bounding boxes, grown by ``margin``, overlap."""
+    lo = np.minimum(a, b) - margin  # [S, 2]
+    hi = np.maximum(a, b) + margin  # [S, 2]
+    overlap = (lo[:, None, :] <= hi[None, :, :]).all(axis=2) & (lo[None, :, :] <= hi[:, None, :]).all(axis=2)
+    i, j = np.nonzero(np.triu(overlap, k=1))
+    return i, j
+
+
+def _check_clearance(t: Track, clearance: float) -> None:
+    left, right, m = t.left, t.right, t.n_quads
+    s_left = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(left, axis=0), axis=1))])
+    s_right = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(right, axis=0), axis=1))])
+    # wall segments: left walls, right walls, then the two end caps
+    a = np.concatenate([left[:-1], right[:-1], left[[0, m]]])  # [S, 2]
+    b = np.concatenate([left[1:], right[1:], right[[0, m]]])  # [S, 2]
+    quad = np.concatenate([np.arange(m), np.arange(m), [0, m - 1]])  # [S]
+    wall = np.concatenate([np.zeros(m, int), np.ones(m, int), [2, 2]])  # [S] 0 left, 1 right, 2 cap
+    s_lo = np.concatenate([t.s[:-1], t.s[:-1], t.s[[0, m]]])  # centre arc length span of each segment
+    s_hi = np.concatenate([t.s[1:], t.s[1:], t.s[[0, m]]])
+    w_lo = np.concatenate([s_left[:-1], s_right[:-1], [0.0, 0.0]])  # wall arc length span
+    w_hi = np.concatenate([s_left[1:], s_right[1:], [0.0, 0.0]])
+
+    i, j = _candidate_pairs(a, b, clearance)
+    shares_end = (
+        (np.abs(a[i] - a[j]).sum(1) == 0)
+        | (np.abs(a[i] - b[j]).sum(1) == 0)
+        | (np.abs(b[i] - a[j]).sum(1) == 0)
+        | (np.abs(b[i] - b[j]).sum(1) == 0)
+    )
+    i, j = i[~shares_end], j[~shares_end]
+    if len(i) == 0:
+        return
+    dist = segment_distances(a[i], b[i], a[j], b[j])
+    # parts of the strip joined by a short stretch of wall (or of road) are neighbours
+    same_wall = (wall[i] == wall[j]) & (wall[i] < 2)
+    wall_gap = np.maximum(0.0, np.maximum(w_lo[j] - w_hi[i], w_lo[i] - w_hi[j]))
+    road_gap = np.maximum(0.0, np.maximum(s_lo[j] - s_hi[i], s_lo[i] - s_hi[j]))
+    neighbours = np.where(same_wall, wall_gap < 0.5 * math.pi * clearance, road_gap < 2.0 * (t.width + clearance))
+    bad = (dist <= 0.0) | (~neighbours & (dist < clearance))
+    if not bad.any():
+        return
+    worst = np.flatnonzero(bad)[np.argmin(dist[bad])]
+    qi, qj = sorted((int(quad[i[worst]]), int(quad[j[worst]])))
+    where = _xy(0.25 * (a[i[worst]] + b[i[worst]] + a[j[worst]] + b[j[worst]]))
+    if dist[worst] <= 0.0:
+        raise TrackError(f"walls of quads {qi} and {qj} cross near {where}")
+    raise TrackError(f"walls of quads {qi} and {qj} are {dist[worst]:.1f} m apart (< {clearance:g} m) near {where}")
+
+
+def even_checkpoints(
+    s: np.ndarray, start: int, finish: int, n: int, candidates: np.ndarray | None = None
+) -> np.ndarray:
+    """``n`` cross-sections strictly between ``start`` and ``finish``, evenly spread by arc length.
+
+    ``candidates`` restricts the choice (e.g. to block joints); by default any cross-section.
+    """
+    cand = np.arange(start + 1, finish) if candidates is None else np.asarray(candidates, dtype=np.int64)
+    cand = np.unique(cand[(cand > start) & (cand < finish)])
+    if n < 0:
+        raise TrackError(f"n_checkpoints must be >= 0, got {n}")
+    if n > len(cand):
+        raise TrackError(f"cannot place {n} checkpoints: only {len(cand)} cross-sections lie between start and finish")
+    chosen: list[int] = []
+    lo = 0
+    span = s[finish] - s[start]
+    for k in range(n):
+        target = s[start] + span * (k + 1) / (n + 1)
+        hi = len(cand) - (n - k - 1)  # leave room for the remaining gates
+        pos = lo + int(np.argmin(np.abs(s[cand[lo:hi]] - target)))
+        chosen.append(int(cand[pos]))
+        lo = pos + 1
+    return np.asarray(chosen, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------- text format
+
+
+def _parse(text: str, source: str) -> Track:
+    def fail(lineno: int, msg: str) -> TrackError:
+        return TrackError(f"track file {source}, line {lineno}: {msg}")
+
+    rows = [(n, line.split("#", 1)[0].strip()) for n, line in enumerate(text.splitlines(), start=1)]
+    rows = [(n, line) for n, line in rows if line]
+    if not rows:
+        raise TrackError(f"track file {source} is empty; it must start with '{FORMAT_HEADER} {FORMAT_VERSION}'")
+    n0, first = rows[0]
+    parts = first.split()
+    if parts[0] != FORMAT_HEADER or len(parts) != 2:
+        raise fail(n0, f"expected the header '{FORMAT_HEADER} {FORMAT_VERSION}', found {first!r}")
+    if parts[1] != str(FORMAT_VERSION):
+        raise fail(n0, f"unsupported format version {parts[1]!r}; this EVO RL reads version {FORMAT_VERSION}")
+
+    header: dict[str, tuple[int, str]] = {}
+    body = 1
+    while body < len(rows):
+        n, line = rows[body]
+        key, _, value = line.partition(" ")
+        if key[:1].isdigit() or key[:1] in "+-.":
+            break
+        if key not in _HEADER_KEYS:
+            raise fail(n, f"unknown key {key!r}; the header keys are {', '.join(_HEADER_KEYS)}")
+        if key in header:
+            raise fail(n, f"duplicate key {key!r} (first given on line {header[key][0]})")
+        header[key] = (n, value.strip())
+        body += 1
+    missing = [k for k in _HEADER_KEYS if k not in header]
+    if missing:
+        raise TrackError(f"track file {source}: missing header key(s) {', '.join(missing)}")
+
+    def number(key: str, kind: type) -> float | int:
+        n, value = header[key]
+        try:
+            v = kind(value)
+        except ValueError:
+            raise fail(n, f"{key} must be {'an integer' if kind is int else 'a number'}, found {value!r}") from None
+        if kind is float and not math.isfinite(v):
+            raise fail(n, f"{key} must be finite, found {value!r}")
+        return v
+
+    name = header["name"][1]
+    if not name:
+        raise fail(header["name"][0], "name is empty")
+    width, height = number("width", float), number("height", float)
+    start, finish = number("start", int), number("finish", int)
+    n_cp, cp_text = header["checkpoints"]
+    try:
+        checkpoints = [int(v) for v in cp_text.split()]
+    except ValueError:
+        raise fail(n_cp, f"checkpoints must be integers separated by spaces, found {cp_text!r}") from None
+
+    sections = np.empty((len(rows) - body, 4))  # [M+1, 4] lx ly rx ry
+    for row, (n, line) in enumerate(rows[body:]):
+        parts = line.split()
+        if len(parts) != 4:
+            raise fail(n, f"expected a cross-section 'lx ly rx ry' (4 numbers), found {len(parts)} fields")
+        try:
+            sections[row] = [float(v) for v in parts]
+        except ValueError:
+            raise fail(n, f"cross-section values must be numbers, found {line!r}") from None
+        if not np.isfinite(sections[row]).all():
+            raise fail(n, f"cross-section values must be finite, found {line!r}")
+    if len(sections) < 3:
+        raise TrackError(f"track file {source}: needs at least 3 cross-section lines, found {len(sections)}")
+    return Track(name, sections[:, :2], sections[:, 2:], width, start, finish, np.asarray(checkpoints), height)
+
+
+# ---------------------------------------------------------------------- centreline import
+
+
+def _arc(points: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
+
+
+def _resample(points: np.ndarray, n: int) -> np.ndarray:
+    """``n + 1`` points evenly spaced along the polyline, ends kept."""
+    s = _arc(points)
+    u = np.linspace(0.0, s[-1], n + 1)
+    return np.stack([np.interp(u, s, points[:, 0]), np.interp(u, s, points[:, 1])], axis=1)
+
+
+def _smooth(points: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of evenly spaced points (``sigma`` in samples), ends pinned by odd reflection."""
+    if sigma <= 0:
+        return points
+    r = int(math.ceil(3 * sigma))
+    r = min(r, len(points) - 1)
+    kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    head = 2 * points[0] - points[r:0:-1]
+    tail = 2 * points[-1] - points[-2 : -r - 2 : -1]
+    padded = np.concatenate([head, points, tail])
+    return np.stack([np.convolve(padded[:, d], kernel, mode="valid") for d in range(2)], axis=1)
+
+
+def _from_centreline(
+    points: np.ndarray,
+    width: float,
+    name: str,
+    n_checkpoints: int,
+    spacing: float,
+    smoothing: float,
+    start_offset: float,
+    finish_offset: float,
+    height: float | None,
+) -> Track:
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] not in (2, 3):
+        raise TrackError(f"centreline must be [N, 2] plane points or [N, 3] game positions, got shape {pts.shape}")
+    bad = np.flatnonzero(~np.isfinite(pts).all(axis=1))
+    if len(bad):
+        raise TrackError(f"centreline point {bad[0]} is not finite ({pts[bad[0]].tolist()})")
+    if pts.shape[1] == 3:
+        if height is None:
+            height = float(pts[:, 1].mean())
+        pts = pts[:, [0, 2]]
+    height = 9.0 if height is None else float(height)
+    if not (math.isfinite(width) and width > 0):
+        raise TrackError(f"width must be a positive number of metres, got {width}")
+    if not spacing > 0:
+        raise TrackError(f"spacing must be > 0 m, got {spacing}")
+
+    # drop repeated points (a car standing still records the same position)
+    keep = np.concatenate([[True], np.linalg.norm(np.diff(pts, axis=0), axis=1) > 1e-6])
+    orig_index = np.flatnonzero(keep)  # [N'] index in the input of each kept point
+    pts = pts[keep]
+    if len(pts) < 2:
+        raise TrackError("centreline needs at least 2 distinct points")
+    orig_s = _arc(pts)
+    total = orig_s[-1]
+    if total < start_offset + finish_offset + 3 * spacing:
+        raise TrackError(
+            f"centreline is {total:.1f} m long; it needs more than start_offset + finish_offset + 3 * spacing"
+            f" = {start_offset + finish_offset + 3 * spacing:.1f} m"
+        )
+
+    def where(s_at: float) -> str:
+        i = int(orig_index[min(np.searchsorted(orig_s, s_at), len(orig_s) - 1)])
+        return f"input point {i}, s = {s_at:.0f} m"
+
+    fine_step = min(0.5, spacing / 4)
+    fine = _resample(pts, max(2, int(math.ceil(total / fine_step))))  # [F, 2]
+    fine = _smooth(fine, smoothing / (total / (len(fine) - 1)))
+    n = max(3, int(round(_arc(fine)[-1] / spacing)))
+    center = _resample(fine, n)  # [n+1, 2]
+    s = _arc(center)
+
+    # turning radius at each inner point: circumradius of the point and its neighbours
+    d = np.diff(center, axis=0)  # [n, 2]
+    seg = np.linalg.norm(d, axis=1)
+    sin_turn = np.abs(_cross(d[:-1], d[1:])) / (seg[:-1] * seg[1:])
+    cos_turn = (d[:-1] * d[1:]).sum(axis=1) / (seg[:-1] * seg[1:])
+    turn = np.arctan2(sin_turn, cos_turn)  # [n-1]
+    radius = 0.5 * (seg[:-1] + seg[1:]) / np.maximum(2 * np.sin(0.5 * turn), 1e-12)
+    tight = np.flatnonzero(radius <= 0.5 * width)
+    if len(tight):
+        k = tight[np.argmin(radius[tight])] + 1
+        raise TrackError(
+            f"centreline turns with radius {radius[k - 1]:.1f} m at {where(s[k])} near {_xy(center[k])}, "
+            f"tighter than width / 2 = {0.5 * width:g} m, so the walls would fold; use a narrower width"
+        )
+    i, j = _candidate_pairs(center[:-1], center[1:], 0.0)
+    far = j > i + 1
+    i, j = i[far], j[far]
+    if len(i):
+        crossing = segment_distances(center[i], center[i + 1], center[j], center[j + 1]) <= 0.0
+        if crossing.any():
+            a, b = i[crossing][0], j[crossing][0]
+            raise TrackError(
+                f"centreline crosses itself: near {where(s[a])} and {where(s[b])}, at {_xy(center[b])}"
+            )
+
+    tangent = np.empty_like(center)  # [n+1, 2] unit tangents, bisecting the turn at inner points
+    unit = d / seg[:, None]
+    tangent[0], tangent[-1] = unit[0], unit[-1]
+    mid = unit[:-1] + unit[1:]
+    tangent[1:-1] = mid / np.linalg.norm(mid, axis=1, keepdims=True)
+    normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1)  # left normal
+    # on a turn the bisector normal must reach the offset line: scale by 1 / cos(turn / 2)
+    stretch = np.ones(len(center))
+    stretch[1:-1] = 1.0 / np.cos(0.5 * turn)
+    offset = 0.5 * width * stretch[:, None] * normal
+    start = int(np.searchsorted(s, start_offset))
+    finish = int(np.searchsorted(s, s[-1] - finish_offset, side="right")) - 1
+    if not 0 < start < finish < n:
+        raise TrackError(f"start_offset {start_offset} m and finish_offset {finish_offset} m leave no track")
+    cps = even_checkpoints(s, start, finish, n_checkpoints)
+    track = Track(name, center + offset, center - offset, width, start, finish, cps, height)
+    try:
+        track.validate()
+    except TrackError as e:
+        raise TrackError(f"centreline {name!r}: {e}") from None
+    return track

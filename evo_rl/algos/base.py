@@ -1,0 +1,213 @@
+"""What every EVO RL training agent shares: devices, mixed precision, checkpoints.
+
+The interface mirrors TMRL's ``TrainingAgent``: an agent is built from the
+observation and action spaces and a device, ``update(batch) -> metrics`` runs one
+learning step, ``actor`` is the current policy and ``get_actor()`` a detached CPU
+copy for acting elsewhere. ``state_dict()`` / ``load_state_dict()`` cover every
+network, target network, optimiser, gradient scaler and counter; see
+:mod:`evo_rl.algos.state` to store them as safetensors without pickle.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, NamedTuple
+
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from evo_rl.config import SACConfig
+from evo_rl.errors import CheckpointError, ConfigError
+from evo_rl.nets.actors import ActorModule, SquashedGaussianActor
+from evo_rl.nets.critics import EnsembleQNetwork
+from evo_rl.nets.encoder import Obs, to_device
+
+
+class Batch(NamedTuple):
+    """The fields an off-policy agent reads from a replay batch.
+
+    Any object with these attributes works (the replay memory's batches do);
+    ``discount`` and ``weights`` may be missing or ``None``.
+    """
+
+    obs: Obs  # tuple of [B, ...] tensors, or [B, D]
+    act: torch.Tensor  # [B, A]
+    rew: torch.Tensor  # [B]
+    next_obs: Obs
+    done: torch.Tensor  # [B] 1.0 where the episode terminated (not truncated)
+    discount: torch.Tensor | None = None  # [B] gamma^k of each transition (n-step); None = gamma
+    weights: torch.Tensor | None = None  # [B] importance-sampling weights (prioritised replay)
+    indices: torch.Tensor | None = None  # [B] replay indices, for priority updates
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_amp(amp: bool | None, device: torch.device) -> bool:
+    """Mixed precision is on by default with CUDA, off on CPU; forcing it on without CUDA is an error."""
+    if amp is None:
+        return device.type == "cuda"
+    if amp and device.type != "cuda":
+        raise ConfigError(f"algo.amp=true needs a CUDA device, but the agent runs on {device}; set algo.amp to null")
+    return amp
+
+
+def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """``target <- (1 - tau) * target + tau * source``, all parameters in one fused call."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with ``requires_grad`` off (target networks)."""
+    target = copy.deepcopy(module)
+    target.requires_grad_(False)
+    return target
+
+
+class TrainingAgent:
+    """Base class of EVO RL's agents (see the module docstring)."""
+
+    actor: ActorModule
+
+    def __init__(
+        self, obs_space: spaces.Space, act_space: spaces.Space, device: str | torch.device, amp: bool | None
+    ) -> None:
+        self.obs_space = obs_space
+        self.act_space = act_space
+        self.device = resolve_device(device)
+        self.amp = resolve_amp(amp, self.device)
+        self.num_updates = 0
+
+    def autocast(self) -> torch.autocast:
+        """The mixed-precision context of the forward passes (a no-op when AMP is off)."""
+        return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp)
+
+    def update(self, batch: Any) -> dict[str, float]:
+        """One learning step; returns metrics (losses, entropy, Q-values...) as floats."""
+        raise NotImplementedError
+
+    def get_actor(self) -> ActorModule:
+        """A CPU copy of the current policy without gradients, for workers and evaluation."""
+        actor = copy.deepcopy(self.actor).to("cpu")
+        actor.requires_grad_(False)
+        return actor
+
+    def checkpoint_items(self) -> dict[str, Any]:
+        """Everything a checkpoint holds: modules, optimisers, scalers and tensors, by name."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nested state of every checkpoint item plus the update counter."""
+        state: dict[str, Any] = {}
+        for name, item in self.checkpoint_items().items():
+            state[name] = item.detach().clone() if isinstance(item, torch.Tensor) else item.state_dict()
+        state["num_updates"] = torch.tensor(self.num_updates, dtype=torch.int64)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        items = self.checkpoint_items()
+        missing = sorted(set(items) - set(state))
+        if missing:
+            raise CheckpointError(
+                f"the saved agent state lacks {', '.join(missing)}: it was saved by another algorithm "
+                "or with other settings (e.g. algo.*.learn_entropy); load it with the config it was trained with"
+            )
+        for name, item in items.items():
+            if isinstance(item, torch.Tensor):
+                with torch.no_grad():
+                    item.copy_(state[name])
+            else:
+                item.load_state_dict(state[name])
+        self.num_updates = int(state["num_updates"])
+
+
+def metrics_to_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Convert detached scalar tensors to floats with one device synchronisation."""
+    values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
+    return dict(zip(metrics, values, strict=True))
+
+
+class SoftActorCriticBase(TrainingAgent):
+    """What SAC and REDQ-SAC share: a tanh-Gaussian actor, ``n_critics`` critics in one
+    stacked ensemble with a Polyak-averaged target copy, Adam optimisers, and the
+    entropy coefficient ``alpha = exp(log_alpha)``, fixed or learned (Haarnoja et al.
+    2018, arXiv:1812.05905, eq. 18)."""
+
+    def __init__(
+        self,
+        obs_space: spaces.Space,
+        act_space: spaces.Space,
+        config: SACConfig,
+        n_critics: int,
+        device: str | torch.device,
+        amp: bool | None,
+    ) -> None:
+        super().__init__(obs_space, act_space, device, amp)
+        self.config = cfg = config
+        self.actor = SquashedGaussianActor(obs_space, act_space, cfg.hidden).to(self.device)
+        self.critic = EnsembleQNetwork(obs_space, act_space, cfg.hidden, n=n_critics).to(self.device)
+        self.critic_target = frozen_copy(self.critic)
+        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)
+        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_critic)
+        self.actor_scaler = self.grad_scaler()
+        self.critic_scaler = self.grad_scaler()
+        self.target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(self.actor.act_dim)
+        self.log_alpha = torch.tensor(cfg.alpha, device=self.device).log().requires_grad_(cfg.learn_entropy)
+        self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=cfg.lr_entropy) if cfg.learn_entropy else None
+        self.td_error: torch.Tensor | None = None  # [B] |TD error| of the last batch, for replay priorities
+
+    def unpack(
+        self, batch: Any
+    ) -> tuple[Obs, torch.Tensor, torch.Tensor, Obs, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(obs, act, rew, next_obs, done, discount, weights)`` on the agent's device.
+
+        ``discount`` is the batch's (n-step aware) ``[B]`` or ``gamma``; ``weights`` the
+        batch's importance-sampling weights or ones.
+        """
+
+        def vector(t: torch.Tensor) -> torch.Tensor:  # [B] float32 on the agent's device
+            return t.to(self.device, torch.float32, non_blocking=True).reshape(-1)
+
+        rew, done = vector(batch.rew), vector(batch.done)
+        discount = getattr(batch, "discount", None)
+        weights = getattr(batch, "weights", None)
+        discount = torch.full_like(rew, self.config.gamma) if discount is None else vector(discount)
+        weights = torch.ones_like(rew) if weights is None else vector(weights)
+        act = batch.act.to(self.device, torch.float32, non_blocking=True)  # [B, A]
+        obs, next_obs = to_device(batch.obs, self.device), to_device(batch.next_obs, self.device)
+        return obs, act, rew, next_obs, done, discount, weights
+
+    def update_alpha(self, log_pi: torch.Tensor) -> torch.Tensor | None:
+        """One step on ``J(alpha) = E[-alpha (log pi + target_entropy)]`` (eq. 18) when alpha is learned;
+        returns the loss, or None when alpha is fixed."""
+        if self.alpha_optim is None:
+            return None
+        alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
+        self.alpha_optim.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_optim.step()
+        return alpha_loss.detach()
+
+    def checkpoint_items(self) -> dict[str, Any]:
+        items: dict[str, Any] = {
+            "actor": self.actor,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "actor_optim": self.actor_optim,
+            "critic_optim": self.critic_optim,
+            "actor_scaler": self.actor_scaler,
+            "critic_scaler": self.critic_scaler,
+            "log_alpha": self.log_alpha,
+        }
+        if self.alpha_optim is not None:
+            items["alpha_optim"] = self.alpha_optim
+        return items

@@ -1,0 +1,199 @@
+"""``evo-rl bench learner``: gradient updates per second of SAC, REDQ-SAC or PPO.
+
+Observations are TM20LIDAR-sized (speed ``(1,)``, LIDAR history ``(4, 19)``,
+two previous actions ``(3,)``: 83 numbers), networks 256x256 MLPs, batches of
+256 sampled from a filled in-memory pool of random transitions. Stable-Baselines3's
+SAC update (``SAC.train`` on a filled ``ReplayBuffer``, same sizes, flat 83-number
+observations) is measured in the same run as a reference. For PPO,
+``updates_per_s`` counts minibatch gradient steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+HIDDEN = [256, 256]
+POOL = 20_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--algo", choices=["sac", "redq", "ppo"], default="sac", help="algorithm to measure")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measuring time of each timed part, seconds")
+    parser.add_argument("--batch", type=int, default=256, help="batch (minibatch for PPO) size")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = one per core")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda or auto")
+
+
+def _lidar_spaces():
+    from gymnasium import spaces
+
+    obs_space = spaces.Tuple(
+        (
+            spaces.Box(0.0, 1000.0, (1,), np.float32),  # speed, km/h
+            spaces.Box(0.0, 100.0, (4, 19), np.float32),  # LIDAR history, m
+            spaces.Box(-1.0, 1.0, (3,), np.float32),  # previous actions, oldest first
+            spaces.Box(-1.0, 1.0, (3,), np.float32),
+        )
+    )
+    act_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+    return obs_space, act_space
+
+
+def _measure(parts: dict[str, tuple[Callable[[], Any], int]], seconds: float, rounds: int = 5) -> dict[str, float]:
+    """Updates per second of each part: ``step()`` does ``per_call`` updates.
+
+    The parts are timed in turn for ``rounds`` rounds of ``seconds / rounds`` each,
+    so a load change on the machine affects them alike; the median round counts.
+    """
+    for step, _ in parts.values():  # warm-up
+        step()
+    rates: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(rounds):
+        for name, (step, per_call) in parts.items():
+            calls = 0
+            start = time.perf_counter()
+            while True:
+                step()
+                calls += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= seconds / rounds:
+                    break
+            rates[name].append(calls * per_call / elapsed)
+    return {name: float(np.median(r)) for name, r in rates.items()}
+
+
+def _replay_sampler(obs_space, batch_size: int, device):
+    """A function returning a random :class:`~evo_rl.algos.Batch` from a preallocated pool."""
+    import torch
+
+    from evo_rl.algos import Batch
+
+    gen = np.random.default_rng(0)
+    obs = tuple(
+        torch.as_tensor(gen.uniform(0.0, p.high.max(), (POOL, *p.shape)).astype(np.float32), device=device)
+        for p in obs_space.spaces
+    )  # [POOL, ...] each
+    next_obs = tuple(torch.roll(o, 1, dims=0) for o in obs)
+    act = torch.as_tensor(gen.uniform(-1, 1, (POOL, 3)).astype(np.float32), device=device)  # [POOL, 3]
+    rew = torch.as_tensor(gen.normal(size=POOL).astype(np.float32), device=device)  # [POOL]
+    done = torch.as_tensor((gen.random(POOL) < 0.01).astype(np.float32), device=device)  # [POOL]
+
+    def sample() -> Batch:
+        idx = torch.randint(POOL, (batch_size,), device=device)
+        return Batch(tuple(o[idx] for o in obs), act[idx], rew[idx], tuple(o[idx] for o in next_obs), done[idx])
+
+    return sample
+
+
+def _off_policy_step(name: str, batch_size: int, device) -> tuple[Callable[[], Any], int]:
+    from evo_rl.algos import REDQAgent, SACAgent
+    from evo_rl.config import REDQConfig, SACConfig
+
+    obs_space, act_space = _lidar_spaces()
+    if name == "sac":
+        agent = SACAgent(obs_space, act_space, SACConfig(hidden=HIDDEN), device=device)
+    else:
+        agent = REDQAgent(obs_space, act_space, REDQConfig(hidden=HIDDEN), device=device)
+    sample = _replay_sampler(obs_space, batch_size, agent.device)
+    # REDQ updates the policy every G-th call: time whole cycles of G updates
+    per_call = agent.config.q_updates_per_policy_update if name == "redq" else 1
+
+    def step() -> None:
+        for _ in range(per_call):
+            agent.update(sample())
+
+    return step, per_call
+
+
+def _ppo_step(batch_size: int, device) -> tuple[Callable[[], Any], int]:
+    import torch
+
+    from evo_rl.algos import PPOAgent
+    from evo_rl.config import PPOConfig
+
+    obs_space, act_space = _lidar_spaces()
+    n_envs, n_steps = 16, 4096
+    agent = PPOAgent(
+        obs_space, act_space, PPOConfig(hidden=HIDDEN, batch_size=batch_size, n_steps=n_steps, epochs=1), device
+    )
+    rollout = agent.make_rollout(n_envs)
+    gen = np.random.default_rng(0)
+    for _ in range(rollout.n_steps):
+        obs = tuple(gen.uniform(0.0, p.high.max(), (n_envs, *p.shape)).astype(np.float32) for p in obs_space.spaces)
+        step = agent.policy_step(obs)
+        terminated = gen.random(n_envs) < 0.01
+        truncated = np.zeros(n_envs, bool)
+        rollout.add(obs, step.raw_action, step.log_prob, step.value, gen.normal(size=n_envs), terminated, truncated)
+    rollout.compute_returns_and_advantages(torch.zeros(n_envs))
+    return (lambda: agent.update(rollout)), -(-n_steps // batch_size)
+
+
+def _sb3_sac_step(batch_size: int, device) -> tuple[Callable[[], Any], int]:
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.logger import configure
+
+    obs_space, act_space = _lidar_spaces()
+    dim = sum(int(np.prod(p.shape)) for p in obs_space.spaces)
+
+    class FlatLidarEnv(gym.Env):
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+        action_space = act_space
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros(dim, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(dim, np.float32), 0.0, False, False, {}
+
+    model = SAC(
+        "MlpPolicy",
+        FlatLidarEnv(),
+        buffer_size=POOL,
+        batch_size=batch_size,
+        learning_starts=0,
+        policy_kwargs={"net_arch": HIDDEN},
+        device=device,
+        verbose=0,
+    )
+    model.set_logger(configure(None, []))
+    rb = model.replay_buffer
+    gen = np.random.default_rng(0)
+    rb.observations[:] = gen.uniform(0, 1, rb.observations.shape)
+    rb.next_observations[:] = gen.uniform(0, 1, rb.next_observations.shape)
+    rb.actions[:] = gen.uniform(-1, 1, rb.actions.shape)
+    rb.rewards[:] = gen.normal(size=rb.rewards.shape)
+    rb.dones[:] = gen.random(rb.dones.shape) < 0.01
+    rb.full = True
+    return (lambda: model.train(gradient_steps=10, batch_size=batch_size)), 10
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Measure and return ``{"algo", "updates_per_s", "sb3_sac_updates_per_s", ...}``."""
+    import torch
+
+    from evo_rl.algos.base import resolve_device
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.manual_seed(0)
+    device = resolve_device(args.device)
+    parts = {
+        "updates_per_s": _ppo_step(args.batch, device)
+        if args.algo == "ppo"
+        else _off_policy_step(args.algo, args.batch, device)
+    }
+    if args.algo == "redq":
+        parts["sac_updates_per_s"] = _off_policy_step("sac", args.batch, device)
+    parts["sb3_sac_updates_per_s"] = _sb3_sac_step(args.batch, device)
+    result: dict[str, Any] = {"algo": args.algo, "batch": args.batch, "device": str(device)}
+    result.update(_measure(parts, args.seconds))
+    if args.algo == "redq":
+        result["redq_cost_vs_sac"] = result["sac_updates_per_s"] / result["updates_per_s"]
+    result["torch_threads"] = torch.get_num_threads()
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}

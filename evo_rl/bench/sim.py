@@ -1,0 +1,108 @@
+"""``evo-rl bench sim``: full environment steps per second of N cars on one track.
+
+A step is what a learner waits for: physics, the sensor (19-beam LIDAR or a
+camera frame), the observation buffers, the rewards and the auto-reset of ended
+episodes, i.e. :meth:`VecTrackEnv.step`. The cars follow a simple LIDAR driver
+(steer towards the longest beam, brake when the front beam is short) so they
+spread along the track as in training; computing its actions is not timed.
+``sim_only_car_steps_per_s`` times ``World.step`` plus the sensor alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``evo-rl bench sim``."""
+    parser.add_argument("--cars", type=int, default=4096, help="cars stepped together (default 4096)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds of stepping (default 10)")
+    parser.add_argument("--obs", choices=["lidar", "full"], default="lidar", help="LIDAR or 64x64 camera observations")
+    parser.add_argument("--track", default="evo-test", help="built-in track name or .track path (default evo-test)")
+    parser.add_argument("--threads", type=int, default=0, help="numba threads; 0 = all cores")
+
+
+def _driver(world: Any, beams: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Actions [N, 3] of a LIDAR-following driver (untimed helper that spreads the cars over the track)."""
+    angles = world.beam_angles
+    best = np.argmax(beams, axis=1)  # [N]
+    ahead = beams[:, int(np.argmin(np.abs(angles)))]
+    v = world.speed()
+    out[:, 0] = 1.0
+    out[:, 1] = ahead < v * v / 25.0 + 5.0
+    out[:, 2] = np.clip(-angles[best] / 0.6, -1.0, 1.0)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark; returns the JSON-ready result."""
+    import numba
+
+    from evo_rl.config import EvoConfig
+    from evo_rl.envs.vector import VecTrackEnv
+    from evo_rl.errors import EvoError
+    from evo_rl.sim.tracks import get_track
+
+    if args.cars < 1 or args.seconds <= 0:
+        raise EvoError(f"--cars must be >= 1 and --seconds > 0, got {args.cars} and {args.seconds}")
+    cfg = EvoConfig()
+    cfg.env.flavour = args.obs
+    cfg.env.n_envs = args.cars
+    cfg.env.track = args.track
+    cfg.sim.threads = args.threads
+    track = get_track(args.track)
+
+    env = VecTrackEnv(cfg, track=track)
+    world = env.world
+    env.reset(seed=0)
+    actions = np.zeros((args.cars, 3), np.float32)  # [N, 3]
+    beams = np.zeros((args.cars, world.n_beams), np.float32)  # [N, B]
+
+    def act() -> np.ndarray:
+        return _driver(world, world.lidar(out=beams), actions)
+
+    for _ in range(10):  # compile and warm up
+        env.step(act())
+
+    steps, timed, finished = 0, 0.0, 0
+    while timed < args.seconds:
+        a = act()
+        t0 = time.perf_counter()
+        _, _, terminated, _, _ = env.step(a)
+        timed += time.perf_counter() - t0
+        steps += 1
+        finished += int(terminated.sum())
+
+    # the simulator alone: physics + sensor, no observation buffers or rewards
+    frames = np.empty((args.cars, cfg.camera.height, cfg.camera.width), np.uint8) if args.obs == "full" else beams
+    sensor = world.images if args.obs == "full" else world.lidar
+    sim_steps, sim_timed = 0, 0.0
+    while sim_timed < min(2.0, args.seconds / 2):
+        a = act()
+        t0 = time.perf_counter()
+        world.step(a)
+        sensor(out=frames)
+        sim_timed += time.perf_counter() - t0
+        sim_steps += 1
+
+    rate = steps * args.cars / timed
+    return {
+        "bench": "sim",
+        "scope": "VecTrackEnv.step: physics, sensor, observation buffers, rewards, auto-reset",
+        "obs": args.obs,
+        "track": track.name,
+        "cars": args.cars,
+        "threads": numba.get_num_threads(),
+        "substeps": cfg.sim.substeps,
+        "seconds": round(timed, 3),
+        "steps": steps,
+        "episodes_finished": finished,
+        "car_steps_per_s": round(rate),
+        "realtime_factor": round(rate / 20.0, 1),
+        "sim_only_car_steps_per_s": round(sim_steps * args.cars / sim_timed),
+        "mean_speed_kmh": round(float(world.speed().mean() * 3.6), 1),
+    }

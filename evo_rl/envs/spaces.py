@@ -1,0 +1,60 @@
+"""Observation and action spaces of the EVO RL environments (TMRL's layouts).
+
+| flavour          | tuple, in order                                                   |
+|------------------|-------------------------------------------------------------------|
+| `lidar`          | speed (1,), LIDAR (hist_len, beams), act_buf_len x action (3,)     |
+| `lidar_progress` | speed (1,), progress (1,), LIDAR (hist_len, beams), actions        |
+| `full`           | speed (1,), gear (1,), rpm (1,), images (hist_len, H, W), actions  |
+
+With ``env.flat`` the same values are concatenated, in that order, into one float32 Box.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+
+from evo_rl.config import EvoConfig
+
+MAX_SPEED_KMH = 1000.0  # upper bound of the speed observation, km/h
+MAX_GEAR = 6.0  # upper bound of the gear observation
+TIRES_BEAMS = 19  # beams of the `tires` LIDAR layout
+
+
+def action_space() -> spaces.Box:
+    """``[gas, brake, steer]`` in ``[-1, 1]``, float32."""
+    return spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+
+def lidar_beams(cfg: EvoConfig) -> int:
+    """Number of LIDAR beams the configured layout produces."""
+    return TIRES_BEAMS if cfg.lidar.layout == "tires" else cfg.lidar.beams
+
+
+def tuple_observation_space(cfg: EvoConfig) -> spaces.Tuple:
+    """The TMRL-style tuple observation space of ``cfg.env.flavour``."""
+    env = cfg.env
+    scalar = lambda high: spaces.Box(0.0, high, (1,), np.float32)  # noqa: E731
+    parts: list[spaces.Box] = [scalar(MAX_SPEED_KMH)]
+    if env.flavour == "full":
+        parts += [scalar(MAX_GEAR), scalar(cfg.car.max_rpm)]
+        parts.append(spaces.Box(0, 255, (env.hist_len, cfg.camera.height, cfg.camera.width), np.uint8))
+    else:
+        if env.flavour == "lidar_progress":
+            parts.append(scalar(1.0))
+        parts.append(spaces.Box(0.0, cfg.lidar.range, (env.hist_len, lidar_beams(cfg)), np.float32))
+    parts += [action_space() for _ in range(env.act_buf_len)]
+    return spaces.Tuple(parts)
+
+
+def flatten_box(space: spaces.Tuple) -> spaces.Box:
+    """One float32 Box holding every part of ``space`` flattened, in tuple order."""
+    low = np.concatenate([np.asarray(s.low, np.float32).ravel() for s in space.spaces])
+    high = np.concatenate([np.asarray(s.high, np.float32).ravel() for s in space.spaces])
+    return spaces.Box(low, high, dtype=np.float32)
+
+
+def observation_space(cfg: EvoConfig) -> spaces.Tuple | spaces.Box:
+    """The single-car observation space configured by ``cfg.env``."""
+    space = tuple_observation_space(cfg)
+    return flatten_box(space) if cfg.env.flat else space

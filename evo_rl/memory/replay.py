@@ -1,0 +1,602 @@
+"""`ReplayMemory`: per-car circular streams of frames, histories rebuilt by index.
+
+Storage. Each of the N cars owns a stream of ``rows = ceil(capacity / N)`` elements.
+Arrays are car-major, ``[N, rows, ...]`` stored flat as ``[N * rows, ...]``: slot
+``i = car * rows + row``, and the element ``j`` steps earlier in the same stream is
+``car * rows + (row - j) mod rows``, so a stack of frames and the next observation
+lie side by side in memory. One element holds the newest frame of every observation
+field, the action taken, and a 16-byte record: reward, ``terminated``, ``last`` (a
+final observation, not a transition start), ``epi_t`` (steps since its episode's
+start) and, once the transition is complete, its n-step return ``ret``, length ``k``
+and ``term_n``. Each ``add`` appends one element per car, plus a ``last`` element
+holding ``final_obs`` for the cars whose episode ended: no frame is stored twice.
+
+Sampling. A transition starts at a non-``last`` element ``q``; its next observation
+is element ``q + k`` with ``k = nstep``, or fewer when the episode ends first. Stacks
+are rebuilt from frames ``q - j`` for ``j < hist_len``, clamped to the episode start
+(the first frame pads the stack); previous actions are the actions of ``q - j`` for
+``j = act_buf_len..1``, zero before the episode start. A boolean ``valid`` per slot
+marks complete transitions whose history is still in memory; each insert keeps it
+up to date (a transition becomes valid when its window closes and invalid when an
+element it draws on is overwritten).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from evo_rl.errors import CheckpointError, EvoError
+from evo_rl.memory import kernels
+from evo_rl.memory.layout import ObsLayout
+from evo_rl.memory.sumtree import SumTree
+
+FORMAT = "evo-rl-replay"
+VERSION = 1
+PRIORITY_EPS = 1e-6  # added to |TD error| so no stored transition gets priority zero
+
+
+def slot_dtype(act_dim: int) -> np.dtype:
+    """One record per slot, padded to a multiple of 16 bytes, so a sample reads its
+    metadata and the actions around it from one or two cache lines."""
+    fields = [
+        ("rew", np.float32),  # reward of the transition starting here
+        ("ret", np.float32),  # n-step return, once complete
+        ("epi_t", np.int32),  # steps since the episode's start
+        ("act", np.float32, (act_dim,)),  # action taken here
+        ("k", np.uint8),  # n-step length (0 until complete)
+        ("term", np.bool_),  # this transition terminated the episode
+        ("term_n", np.bool_),  # the n-step window ended with a termination
+        ("last", np.bool_),  # a final observation: no transition starts here
+    ]
+    size = np.dtype(fields).itemsize
+    return np.dtype(fields + [("pad", np.uint8, (-size % 16,))]) if size % 16 else np.dtype(fields)
+
+
+class Batch(NamedTuple):
+    """A sampled batch; tensors on the memory's device, batch axis first."""
+
+    obs: tuple[torch.Tensor, ...] | torch.Tensor  # the env's layout: [B, *entry shape] each (flat: [B, D])
+    act: torch.Tensor  # [B, act_dim]
+    rew: torch.Tensor  # [B] discounted n-step return sum_j gamma^j r_{t+j}, j < k
+    next_obs: tuple[torch.Tensor, ...] | torch.Tensor  # observation k steps later
+    terminated: torch.Tensor  # [B] 1.0 where the n-step window ended with a termination
+    discount: torch.Tensor  # [B] gamma^k for the k steps used, 0.0 where terminated
+    weights: torch.Tensor  # [B] importance-sampling weights (ones for uniform sampling)
+    indices: torch.Tensor  # [B] int64 slots on the CPU, for update_priorities
+
+    @property
+    def done(self) -> torch.Tensor:
+        """Same as ``terminated`` (a truncated episode still bootstraps)."""
+        return self.terminated
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM available to a new allocation (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+class ReplayMemory:
+    """Replay memory of N cars: uniform or prioritised sampling, n-step returns.
+
+    Args:
+        layout: what one observation holds (:meth:`ObsLayout.from_space`).
+        capacity: elements kept over all cars (``memory.capacity``).
+        n_envs: cars of the vector environment; every ``add`` gives one row per car.
+        device: torch device of sampled batches (pinned staging memory for CUDA).
+        nstep: steps summed in the return; ``discount = gamma^k``.
+        gamma: discount factor of the n-step return.
+        prioritized: proportional prioritised replay (sum tree) instead of uniform.
+        alpha, beta: priority exponent and importance-sampling exponent (``beta`` may
+            be changed between samples, e.g. annealed towards 1).
+        seed: seed of the sampling random generator.
+    """
+
+    def __init__(
+        self,
+        layout: ObsLayout,
+        capacity: int,
+        n_envs: int,
+        device: str | torch.device = "cpu",
+        nstep: int = 1,
+        gamma: float = 0.99,
+        prioritized: bool = False,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        seed: int = 0,
+    ) -> None:
+        if n_envs < 1:
+            raise EvoError(f"replay memory: n_envs must be at least 1, got {n_envs}")
+        if not 1 <= nstep <= 100:
+            raise EvoError(f"memory.nstep must be between 1 and 100, got {nstep}")
+        if not 0.0 < gamma <= 1.0:
+            raise EvoError(f"replay memory: gamma must be in (0, 1], got {gamma}")
+        self.layout = layout
+        self.n_envs = int(n_envs)
+        self.rows = -(-int(capacity) // self.n_envs)  # capacity_per_car
+        min_rows = layout.lookback + nstep + 2
+        if self.rows < min_rows:
+            raise EvoError(
+                f"memory.capacity={capacity} is too small for {n_envs} cars with nstep={nstep} and a history of "
+                f"{layout.lookback} steps; set memory.capacity to at least {min_rows * self.n_envs}"
+            )
+        self.capacity = self.rows * self.n_envs
+        self.device = torch.device(device)
+        self.nstep = int(nstep)
+        self.gamma = float(gamma)
+        self.prioritized = bool(prioritized)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self._pin = self.device.type == "cuda" and torch.cuda.is_available()
+        need = self.nbytes(layout, self.capacity, prioritized)
+        avail = available_memory()
+        if avail is not None and need > avail:
+            raise EvoError(
+                f"memory.capacity={capacity} needs {_gib(need)} of RAM ({need} bytes) but only {_gib(avail)} "
+                f"({avail} bytes) is available; lower memory.capacity to at most "
+                f"{int(capacity * avail / need)}"
+            )
+        self._rng = np.random.default_rng(seed)
+        self._all_cars = np.arange(self.n_envs, dtype=np.int64)
+        self._hist_len = max(f.hist_len for f in layout.fields)  # longest stack
+        self._gamma_pow = self.gamma ** np.arange(self.nstep + 1)  # [nstep + 1]
+        self._allocate()
+
+    @classmethod
+    def from_config(
+        cls, cfg: Any, layout: ObsLayout, n_envs: int, gamma: float, device: str = "cpu", seed: int = 0
+    ) -> ReplayMemory:
+        """A memory from a :class:`~evo_rl.config.MemoryConfig` (``gamma`` comes from the algorithm)."""
+        return cls(layout, cfg.capacity, n_envs, device, cfg.nstep, gamma, cfg.prioritized, cfg.alpha, cfg.beta, seed)
+
+    @staticmethod
+    def nbytes(layout: ObsLayout, capacity: int, prioritized: bool = False) -> int:
+        """RAM that ``capacity`` elements of ``layout`` take."""
+        per = sum(f.frame_bytes for f in layout.fields) + slot_dtype(layout.act_dim).itemsize + 1
+        if prioritized:
+            per += 8 + 16  # raw priority, sum tree (two nodes per leaf at most)
+        return int(capacity) * per
+
+    def _allocate(self) -> None:
+        s = self.capacity
+        self._frames = [np.zeros((s, *f.shape), f.dtype) for f in self.layout.fields]  # [S, *frame] each
+        self._rec = np.zeros(s, slot_dtype(self.layout.act_dim))  # [S] records; the names below view its fields
+        self._rew, self._ret, self._epi_t, self._act = (self._rec[x] for x in ("rew", "ret", "epi_t", "act"))
+        self._k, self._term, self._term_n, self._last = (self._rec[x] for x in ("k", "term", "term_n", "last"))
+        self._valid = np.zeros(s, bool)  # [S] a complete transition starts here
+        self._pos = np.zeros(self.n_envs, np.int64)  # [N] elements ever written per car
+        self._written = 0  # rows written in the longest stream
+        self._n_valid = 0
+        self._resume_pending = False
+        if self.prioritized:
+            self._prio = np.zeros(s, np.float64)  # [S] raw priorities |td| + eps
+            self._tree = SumTree(s)
+            self._max_prio = 1.0
+
+    def __len__(self) -> int:
+        """Transitions that can be sampled now."""
+        return self._n_valid
+
+    def _shift(self, i: np.ndarray, j: np.ndarray | int) -> np.ndarray:
+        """Slot of the element ``j`` steps after slot ``i`` in the same car's stream (j < 0: before)."""
+        row = i % self.rows
+        return i - row + (row + j) % self.rows
+
+    # ------------------------------------------------------------------ inserting
+
+    def add(
+        self,
+        obs: Any,
+        action: np.ndarray,
+        reward: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        final_obs: Any = None,
+        final_mask: np.ndarray | None = None,
+    ) -> None:
+        """Store one vector-env step of all N cars: ``obs`` (the observation the action was
+        taken in), ``action`` [N, act_dim], ``reward`` [N], ``terminated`` / ``truncated`` [N].
+
+        For cars whose episode ended, ``final_obs`` holds the last observation (the vector
+        env's ``infos["final_obs"]``: a batched observation, rows valid where ``final_mask``,
+        or Gymnasium's object array of per-car observations); it is required for them.
+        Previous actions are rebuilt from the stored actions, so pass the actions the env
+        applied (in range).
+        """
+        n = self.n_envs
+        frames = self.layout.frames(obs, n)
+        action = np.asarray(action, np.float32)
+        if action.shape != (n, self.layout.act_dim):
+            raise EvoError(f"replay memory: action should have shape {(n, self.layout.act_dim)}, got {action.shape}")
+        reward = np.asarray(reward, np.float32).reshape(-1)
+        terminated = np.asarray(terminated, bool).reshape(-1)
+        truncated = np.asarray(truncated, bool).reshape(-1)
+        if reward.shape != (n,) or terminated.shape != (n,) or truncated.shape != (n,):
+            raise EvoError(f"replay memory: reward, terminated and truncated should have shape ({n},)")
+        if not np.isfinite(reward).all() or not np.isfinite(action).all():
+            raise EvoError("replay memory: reward and action must be finite (found NaN or inf)")
+        if self._resume_pending:
+            self.end_episodes()
+        self._write(self._all_cars, frames, action, reward, terminated, last=False)
+        done = terminated | truncated
+        if done.any():
+            cars = np.flatnonzero(done)
+            final = self._final_frames(final_obs, final_mask, cars)
+            zeros = np.zeros(cars.size, np.float32)
+            self._write(cars, final, np.zeros((cars.size, self.layout.act_dim), np.float32), zeros, False, last=True)
+
+    def _final_frames(self, final_obs: Any, final_mask: np.ndarray | None, cars: np.ndarray) -> list[np.ndarray]:
+        if final_obs is None:
+            raise EvoError(f"replay memory: cars {cars.tolist()} ended an episode but add() got no final_obs")
+        if final_mask is not None and not np.asarray(final_mask, bool)[cars].all():
+            missing = cars[~np.asarray(final_mask, bool)[cars]]
+            raise EvoError(f"replay memory: final_mask has no final observation for ended cars {missing.tolist()}")
+        if isinstance(final_obs, np.ndarray) and final_obs.dtype == object:
+            rows = [final_obs[c] for c in cars.tolist()]  # Gymnasium's per-car format: only the ended cars
+            if any(r is None for r in rows):
+                raise EvoError("replay memory: final_obs holds None for a car whose episode ended")
+            if self.layout.flat:
+                stacked: Any = np.stack(rows)
+            else:
+                stacked = tuple(np.stack([r[e] for r in rows]) for e in range(self.layout.n_entries))
+            return self.layout.frames(stacked, cars.size)
+        return [f[cars] for f in self.layout.frames(final_obs, self.n_envs)]
+
+    def _write(
+        self,
+        cars: np.ndarray,
+        frames: list[np.ndarray],
+        action: np.ndarray,
+        reward: np.ndarray,
+        terminated: np.ndarray | bool,
+        last: bool,
+    ) -> None:
+        """Append one element to the streams of ``cars`` [m] (frames etc. have m rows)."""
+        p = self._pos[cars]  # [m] absolute position of the new element in each stream
+        slot = cars * self.rows + p % self.rows  # [m]
+        # the element in `slot` (position p - rows) leaves; so does every transition drawing
+        # on it: the one at p - rows + j needs it when j <= min(lookback, its epi_t)
+        self._invalidate(slot)
+        look = self.layout.lookback
+        wrapped = p >= self.rows
+        if look and wrapped.any():
+            j = np.arange(1, look + 1)[:, None]  # [L, 1]
+            q = self._shift(slot[None, :], j)  # [L, m]
+            self._invalidate(q[wrapped[None, :] & (self._epi_t[q] >= j)])
+        prev = self._shift(slot, -1)
+        epi = np.where((p == 0) | self._last[prev], 0, self._epi_t[prev] + 1)  # [m]
+        for store, f in zip(self._frames, frames, strict=True):
+            store[slot] = f
+        self._act[slot] = action
+        self._rew[slot] = reward
+        self._term[slot] = terminated
+        self._last[slot] = last
+        self._epi_t[slot] = epi
+        self._k[slot] = 0
+        self._pos[cars] = p + 1
+        self._written = int(min(self._pos.max(), self.rows))
+        # transitions completed by this element: q = p - nstep, and for a final element
+        # every q = p - j (j < nstep) of the same episode, whose window it closes
+        j = (np.arange(1, self.nstep + 1) if last else np.array([self.nstep]))[:, None]  # [J, 1]
+        q = self._shift(slot[None, :], -j)  # [J, m]
+        self._complete(q[epi[None, :] >= j])
+
+    def end_episodes(self) -> None:
+        """Close every car's running episode at its newest element (which becomes a final
+        observation). Called by the first ``add`` after :meth:`load`, since a resumed run
+        starts from freshly reset environments; call it yourself after resetting the env
+        outside of ``add``."""
+        self._resume_pending = False
+        cars = np.flatnonzero(self._pos > 0)
+        slot = cars * self.rows + (self._pos[cars] - 1) % self.rows
+        slot = slot[~self._last[slot]]
+        self._last[slot] = True
+        if self.nstep > 1 and slot.size:
+            j = np.arange(1, self.nstep)[:, None]  # [nstep - 1, 1]; j = nstep was completed when written
+            q = self._shift(slot[None, :], -j)
+            self._complete(q[self._epi_t[slot][None, :] >= j])
+
+    def _complete(self, q: np.ndarray) -> None:
+        """Compute the n-step windows of transitions ``q`` (all elements written) and mark them valid."""
+        if q.size == 0:
+            return
+        ret = self._rew[q].astype(np.float64)
+        term = self._term[q]
+        k = np.ones(q.size, np.int64)
+        cur = q
+        alive = ~self._last[self._shift(q, 1)]
+        for j in range(1, self.nstep):  # stops at the episode's final element
+            cur = self._shift(cur, 1)
+            ret += np.where(alive, self.gamma**j * self._rew[cur], 0.0)
+            term = np.where(alive, self._term[cur], term)
+            k += alive
+            alive &= ~self._last[self._shift(cur, 1)]
+        self._ret[q] = ret
+        self._k[q] = k
+        self._term_n[q] = term
+        q = q[~self._valid[q]]
+        self._valid[q] = True
+        self._n_valid += q.size
+        if self.prioritized and q.size:
+            self._prio[q] = self._max_prio
+            self._tree.set(q, self._max_prio**self.alpha)
+
+    def _invalidate(self, idx: np.ndarray) -> None:
+        idx = idx[self._valid[idx]]
+        if idx.size:
+            self._valid[idx] = False
+            self._n_valid -= idx.size
+            if self.prioritized:
+                self._tree.set(idx, 0.0)
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample(self, batch_size: int) -> Batch:
+        """``batch_size`` transitions, uniform or by priority (with replacement)."""
+        if self._n_valid == 0:
+            raise EvoError("replay memory holds no complete transition yet; add more steps before sampling")
+        if self.prioritized:
+            idx, weights = self._sample_prioritized(batch_size)
+        else:
+            idx, weights = self._sample_uniform(batch_size), None
+        return self._get(idx, weights)
+
+    def _sample_uniform(self, b: int) -> np.ndarray:
+        idx = np.empty(b, np.int64)  # [B]
+        u = self._rng.random(2 * b)  # [2B]: room for b redraws of slots that hold no valid transition
+        filled = kernels.draw_valid(u, self._written, self.n_envs, self.rows, self._valid, idx)
+        if filled < b:  # few valid slots among those written: draw among them directly
+            idx[filled:] = self._rng.choice(np.flatnonzero(self._valid), b - filled)
+        return idx
+
+    def _sample_prioritized(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        total = self._tree.total
+        u = (np.arange(b) + self._rng.random(b)) * (total / b)  # one draw per equal stratum of the total
+        idx = self._tree.find(u)
+        prob = self._tree.get(idx) / total
+        weights = (self._n_valid * prob) ** (-self.beta)
+        return idx, (weights / weights.max()).astype(np.float32)
+
+    def update_priorities(self, indices: torch.Tensor | np.ndarray, td_errors: torch.Tensor | np.ndarray) -> None:
+        """Set the priorities of sampled ``indices`` to ``|td_errors| + eps``. Slots overwritten
+        since they were sampled are skipped."""
+        if not self.prioritized:
+            raise EvoError("update_priorities needs a prioritised memory (memory.prioritized: true)")
+        idx = _to_numpy(indices).astype(np.int64).reshape(-1)
+        prio = np.abs(_to_numpy(td_errors).astype(np.float64).reshape(-1)) + PRIORITY_EPS
+        if idx.shape != prio.shape:
+            raise EvoError(f"update_priorities: {idx.size} indices but {prio.size} TD errors")
+        keep = self._valid[idx]
+        idx, prio = idx[keep], prio[keep]
+        if idx.size:
+            self._prio[idx] = prio
+            self._tree.set(idx, prio**self.alpha)
+            self._max_prio = max(self._max_prio, float(prio.max()))
+
+    def get(self, idx: np.ndarray | torch.Tensor) -> Batch:
+        """The transitions starting at slots ``idx`` [B] (e.g. ``batch.indices``); weights are ones."""
+        idx = np.ascontiguousarray(_to_numpy(idx), np.int64).reshape(-1)
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= self.capacity or not self._valid[idx].all():
+            raise EvoError("replay memory: get() was given slots that hold no complete transition")
+        return self._get(idx, None)
+
+    def _get(self, idx: np.ndarray, weights: np.ndarray | None) -> Batch:
+        b, m = idx.size, 2 * idx.size
+        lay = self.layout
+        both = np.empty(m, np.int64)  # [2B]: obs slots, then next_obs slots
+        hist = np.empty((m, self._hist_len), np.int64)  # [2B, H] frame slots, oldest first
+        scal_t, scal = self._empty((3, b), torch.float32)  # [3, B] return, terminated, discount
+        act_t, act = self._empty((b, lay.act_dim), torch.float32)  # [B, act_dim]
+        prev_t, prev = self._empty((lay.act_buf_len, m, lay.act_dim), torch.float32)  # [A, 2B, act_dim]
+        kernels.batch_slots(
+            idx, self._ret, self._k, self._term_n, self._epi_t, self._act, self.rows, self._gamma_pow,
+            both, hist, scal, act, prev,
+        )  # fmt: skip
+        obs: list[torch.Tensor] = []
+        after: list[torch.Tensor] = []
+        for f, store in zip(lay.fields, self._frames, strict=True):
+            if f.hist_len == 0:
+                rows = both
+            else:
+                rows = (hist if f.hist_len == self._hist_len else hist[:, self._hist_len - f.hist_len :]).reshape(-1)
+            t, arr = self._empty((m, *f.obs_shape), _TORCH_DTYPES[f.dtype])
+            store.take(rows, axis=0, out=arr.reshape(rows.size, *f.shape), mode="clip")
+            self._split(t, arr, b, obs, after)
+        for a in range(lay.act_buf_len):
+            self._split(None if prev_t is None else prev_t[a], prev[a], b, obs, after)
+        w = np.ones(b, np.float32) if weights is None else weights
+        if self.device.type == "cpu":
+            small = [torch.from_numpy(x) for x in (act, scal[0], scal[1], scal[2], w)]
+        else:
+            scal_d = scal_t.to(self.device, non_blocking=self._pin)
+            small = [
+                act_t.to(self.device, non_blocking=self._pin),
+                *scal_d.unbind(0),
+                torch.from_numpy(w).to(self.device),
+            ]
+        act_b, ret_b, term_b, disc_b, w_b = small
+        if lay.flat:
+            return Batch(obs[0], act_b, ret_b, after[0], term_b, disc_b, w_b, torch.from_numpy(idx))
+        return Batch(tuple(obs), act_b, ret_b, tuple(after), term_b, disc_b, w_b, torch.from_numpy(idx))
+
+    def _empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor | None, np.ndarray]:
+        """An output array; for a non-CPU device also the (pinned, for CUDA) tensor it views."""
+        if self.device.type == "cpu":
+            return None, np.empty(shape, _NUMPY_DTYPES[dtype])
+        t = torch.empty(shape, dtype=dtype, pin_memory=self._pin)
+        return t, t.numpy()
+
+    def _split(self, t: torch.Tensor | None, arr: np.ndarray, b: int, obs: list, after: list) -> None:
+        """Append the obs half ``[:b]`` and the next_obs half ``[b:]`` of one entry, on the device."""
+        if t is None:
+            obs.append(torch.from_numpy(arr[:b]))
+            after.append(torch.from_numpy(arr[b:]))
+        else:
+            d = t.to(self.device, non_blocking=self._pin)
+            obs.append(d[:b])
+            after.append(d[b:])
+
+    # ------------------------------------------------------------------ saving
+
+    def _stored(self) -> dict[str, np.ndarray]:
+        """Every stored array as ``[N, rows, ...]`` views (besides ``pos``)."""
+        arrays = {f"frame{i}": a for i, a in enumerate(self._frames)}
+        arrays.update(slots=self._rec, valid=self._valid)
+        if self.prioritized:
+            arrays["prio"] = self._prio
+        return {k: a.reshape(self.n_envs, self.rows, *a.shape[1:]) for k, a in arrays.items()}
+
+    def save(self, path: str | Path) -> None:
+        """Write the memory to ``path`` (.npz arrays + JSON metadata), atomically: a temporary
+        file in the same folder, flushed to disk, then renamed over ``path``."""
+        path = Path(path)
+        used = int(min(self._pos.max(), self.rows))  # rows written so far in the longest stream
+        arrays = {k: a[:, :used] for k, a in self._stored().items()}
+        arrays["pos"] = self._pos
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "layout": self.layout.to_dict(),
+            "n_envs": self.n_envs,
+            "capacity": self.capacity,
+            "nstep": self.nstep,
+            "gamma": self.gamma,
+            "prioritized": self.prioritized,
+            "used_rows": used,
+            "n_valid": self._n_valid,
+            "max_priority": self._max_prio if self.prioritized else None,
+            "rng": self._rng.bit_generator.state,
+        }
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def load(self, path: str | Path) -> None:
+        """Restore a memory written by :meth:`save` with the same layout, cars, capacity,
+        nstep and prioritisation; sampling then continues exactly as it would have.
+        A missing, corrupt or mismatched file raises CheckpointError naming the file and
+        what is wrong (the memory is then left empty). The cars' running episodes are
+        closed at the next ``add`` (see :meth:`end_episodes`)."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"replay memory file {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                self._load_arrays(path, z)
+        except CheckpointError:
+            self._allocate()
+            raise
+        except (OSError, ValueError, KeyError, TypeError, EOFError, UnicodeDecodeError, zipfile.BadZipFile) as e:
+            self._allocate()
+            raise CheckpointError(f"replay memory file {path} is unreadable ({type(e).__name__}: {e})") from None
+        self._resume_pending = True
+
+    def _load_arrays(self, path: Path, z: Any) -> None:
+        if "meta" not in z.files:
+            raise CheckpointError(f"replay memory file {path} has no metadata; it is not an EVO RL replay memory")
+        meta = json.loads(z["meta"].tobytes().decode())
+        self._check_meta(path, meta)
+        self._allocate()
+        used = int(meta["used_rows"])
+        targets = {k: a[:, :used] for k, a in self._stored().items()}
+        targets["pos"] = self._pos
+        for name, target in targets.items():
+            arr = z[name] if name in z.files else None
+            want = target.shape
+            if arr is None or arr.shape != want or arr.dtype != target.dtype:
+                got = "missing" if arr is None else f"{arr.dtype}{list(arr.shape)}"
+                raise CheckpointError(
+                    f"replay memory file {path}: array {name!r} should be {target.dtype}{list(want)}, found {got}"
+                )
+            target[...] = arr
+            del arr
+        if used != min(int(self._pos.max()), self.rows) or int(self._valid.sum()) != meta["n_valid"]:
+            raise CheckpointError(f"replay memory file {path} is inconsistent (positions, sizes or counts differ)")
+        self._n_valid = int(meta["n_valid"])
+        self._written = used
+        if self.prioritized:
+            self._max_prio = float(meta["max_priority"])
+            self._tree.rebuild(np.where(self._valid, self._prio**self.alpha, 0.0))
+        self._rng.bit_generator.state = meta["rng"]
+
+    def _check_meta(self, path: Path, meta: Any) -> None:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CheckpointError(f"replay memory file {path} is not an EVO RL replay memory")
+        if meta.get("version") != VERSION:
+            raise CheckpointError(
+                f"replay memory file {path} has format version {meta.get('version')}, expected {VERSION}"
+            )
+        try:
+            layout = ObsLayout.from_dict(meta["layout"])
+        except (KeyError, TypeError, ValueError, EvoError) as e:
+            raise CheckpointError(f"replay memory file {path} has an invalid layout ({e})") from None
+        wanted = {
+            "layout": (layout, self.layout),
+            "n_envs": (meta.get("n_envs"), self.n_envs),
+            "capacity": (meta.get("capacity"), self.capacity),
+            "nstep": (meta.get("nstep"), self.nstep),
+            "gamma": (meta.get("gamma"), self.gamma),
+            "prioritized": (meta.get("prioritized"), self.prioritized),
+        }
+        for key, (saved, mine) in wanted.items():
+            if saved != mine:
+                raise CheckpointError(
+                    f"replay memory file {path} was saved with {key}={saved}, but this memory has {key}={mine}; "
+                    "use the settings of the saved run (env.n_envs, env.hist_len, memory.*)"
+                )
+
+
+_TORCH_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "uint8": torch.uint8,
+    "int8": torch.int8,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "bool": torch.bool,
+}
+
+
+_NUMPY_DTYPES = {t: np.dtype(name) for name, t in _TORCH_DTYPES.items()}
+
+
+def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)

@@ -1,0 +1,405 @@
+"""Reference trajectories: loading, resampling, and their place on a track.
+
+A reference trajectory is an ``(P, 3)`` array of game positions ``(x, y, z)``
+(``y`` up, as the games and ``World.position3()`` report them) or an ``(P, 2)``
+array of plane positions ``(x, z)`` (the simulator's ``(x, y)``), in driving
+order. It is stored as ``.npy`` (numeric, no pickles) or ``.csv`` (one point per
+line, optional header line).
+"""
+
+from __future__ import annotations
+
+import io
+import pickletools
+from pathlib import Path
+
+import numpy as np
+
+from evo_rl.errors import EvoError
+from evo_rl.sim.track import Track
+
+SPACING = 0.1  # distance between the points of a resampled trajectory, m (as TMRL's reward.pkl)
+
+
+def as_points3(points: np.ndarray, height: float = 0.0, what: str = "reference trajectory") -> np.ndarray:
+    """Check a trajectory and return it as ``[P, 3]`` float64 game positions.
+
+    ``(P, 2)`` plane positions ``(x, z)`` get ``y = height``.
+    """
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] not in (2, 3):
+        raise EvoError(
+            f"{what} must be an (N, 3) array of (x, y, z) or an (N, 2) array of (x, z); got shape {arr.shape}"
+        )
+    if len(arr) < 2:
+        raise EvoError(f"{what} needs at least 2 points; got {len(arr)}")
+    if not np.all(np.isfinite(arr)):
+        raise EvoError(f"{what} holds NaN or infinite values")
+    if arr.shape[1] == 2:
+        arr = np.stack([arr[:, 0], np.full(len(arr), height), arr[:, 1]], axis=1)  # [P, 3]
+    return np.ascontiguousarray(arr)
+
+
+def resample(points3: np.ndarray, spacing: float = SPACING) -> np.ndarray:
+    """Points every ``spacing`` metres of arc length along the polyline, from its first point.
+
+    The last point lies at most ``spacing`` before the polyline's end.
+    """
+    seg = np.linalg.norm(np.diff(points3, axis=0), axis=1)  # [P-1]
+    cum = np.concatenate([[0.0], np.cumsum(seg)])  # [P]
+    keep = np.concatenate([[True], seg > 0])  # drop repeated points so cum is strictly increasing
+    cum, pts = cum[keep], points3[keep]
+    if len(pts) < 2:
+        raise EvoError("reference trajectory has no length: all its points are the same")
+    at = np.arange(int(np.floor(cum[-1] / spacing + 1e-9)) + 1) * spacing  # [Q]
+    return np.stack([np.interp(at, cum, pts[:, i]) for i in range(3)], axis=1)  # [Q, 3]
+
+
+def centre_line(track: Track) -> np.ndarray:
+    """The track's centre line from the start line to the finish line, ``[P, 3]`` game positions."""
+    c = track.center[track.start : track.finish + 1]  # [P, 2]
+    return as_points3(c, track.height)
+
+
+def load_reference(path: str | Path, height: float = 0.0) -> np.ndarray:
+    """Read a ``.npy`` or ``.csv`` trajectory as ``[P, 3]`` game positions."""
+    p = Path(path)
+    if not p.is_file():
+        raise EvoError(f"reference trajectory {p} does not exist (record one with `evo-rl reward record`)")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            raise EvoError(
+                f"reference trajectory {p} is not a plain numeric .npy array ({e}); "
+                "TMRL's reward.pkl converts with `evo-rl reward import-tmrl`"
+            ) from None
+    elif suffix in (".csv", ".txt"):
+        arr = _read_csv(p)
+    elif suffix in (".pkl", ".pickle"):
+        raise EvoError(
+            f"reference trajectory {p}: pickles are never loaded; convert it with `evo-rl reward import-tmrl {p}`"
+        )
+    else:
+        raise EvoError(f"reference trajectory {p}: unknown file type {suffix!r}; use .npy or .csv")
+    return as_points3(arr, height, what=f"reference trajectory {p}")
+
+
+def _read_csv(p: Path) -> np.ndarray:
+    lines = [ln for ln in p.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    rows = []
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.replace(";", ",").split(",")]
+        try:
+            rows.append([float(c) for c in cells])
+        except ValueError:
+            if i == 0:  # a header line
+                continue
+            raise EvoError(f"reference trajectory {p}: line {i + 1} is not numbers: {line!r}") from None
+    if not rows or len({len(r) for r in rows}) != 1:
+        raise EvoError(f"reference trajectory {p}: every line must hold the same 2 or 3 numbers")
+    return np.array(rows, dtype=np.float64)
+
+
+def save_reference(path: str | Path, points3: np.ndarray) -> None:
+    """Write a trajectory as ``.npy`` or ``.csv`` (by the file's suffix)."""
+    p = Path(path)
+    pts = as_points3(points3)
+    if p.suffix.lower() == ".csv":
+        p.write_text("x,y,z\n" + "".join(f"{x:.6f},{y:.6f},{z:.6f}\n" for x, y, z in pts))
+    elif p.suffix.lower() == ".npy":
+        np.save(p, pts, allow_pickle=False)
+    else:
+        raise EvoError(f"cannot write {p}: use a .npy or .csv file name")
+
+
+class Reference:
+    """A reference trajectory placed on a track.
+
+    ``points3`` ``[P, 3]`` game positions; ``dense`` ``[Q, 3]`` the same resampled
+    every 0.1 m. On a simulator track each point is also given track coordinates
+    (arc length ``s`` of its projection on the centre line and signed lateral
+    offset, left positive), so the car's own track coordinates give its progress
+    along the reference and its offset from it without a search.
+    """
+
+    def __init__(self, points3: np.ndarray, track: Track | None = None) -> None:
+        self.points3 = as_points3(points3)
+        self.dense = resample(self.points3)  # [Q, 3]
+        self.length = float(np.linalg.norm(np.diff(self.points3, axis=0), axis=1).sum())
+        self.track = track
+        self.is_centre = False  # the track's own centre line: track coordinates are reference coordinates
+        if track is not None:
+            plane = self.points3[:, [0, 2]]  # [P, 2] simulator (x, y)
+            s, lat = project_on_track(track, plane)
+            along = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(self.points3, axis=0), axis=1))])
+            keep = np.concatenate([[True], s[1:] > np.maximum.accumulate(s)[:-1]])  # strictly increasing s
+            self._s = s[keep]  # [K] track arc length of each kept point
+            self._lat = lat[keep]  # [K] its lateral offset
+            self._along = along[keep]  # [K] its distance along the reference from its first point
+
+    @classmethod
+    def centre(cls, track: Track) -> Reference:
+        """The track's centre line from start to finish (its track coordinates are known exactly)."""
+        ref = cls(centre_line(track))
+        ref.track = track
+        ref._s = track.s[track.start : track.finish + 1].copy()
+        ref._lat = np.zeros(len(ref._s))
+        ref._along = ref._s - ref._s[0]
+        ref.is_centre = True
+        return ref
+
+    def along(self, progress_s: np.ndarray) -> np.ndarray:
+        """Distance along the reference, m, of cars at track arc length ``progress_s`` ``[N]``.
+
+        Linear in ``progress_s`` (slope 1) before the reference's first and after its last point.
+        """
+        s, a = self._s, self._along
+        if self.is_centre or len(s) < 2:
+            return progress_s - s[0]
+        out = np.interp(progress_s, s, a)
+        out = np.where(progress_s < s[0], progress_s - s[0], out)
+        return np.where(progress_s > s[-1], a[-1] + (progress_s - s[-1]), out)
+
+    def offset(self, progress_s: np.ndarray, lateral: np.ndarray) -> np.ndarray:
+        """Signed lateral offset, m, of cars from the reference at the same track arc length (left positive)."""
+        if self.is_centre:
+            return lateral
+        return lateral - np.interp(progress_s, self._s, self._lat)
+
+
+def project_on_track(track: Track, points: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Arc length along the centre line and signed lateral offset of plane points ``[P, 2]``.
+
+    Each point goes to its nearest centre-line segment.
+    """
+    a = track.center[:-1]  # [M, 2]
+    d = np.diff(track.center, axis=0)  # [M, 2]
+    seg_len = np.maximum(np.linalg.norm(d, axis=1), 1e-12)  # [M]
+    s_out = np.empty(len(points))
+    lat_out = np.empty(len(points))
+    for i in range(0, len(points), chunk):
+        p = points[i : i + chunk, None, :]  # [C, 1, 2]
+        v = p - a  # [C, M, 2]
+        t = np.clip((v * d).sum(-1) / seg_len**2, 0.0, 1.0)  # [C, M]
+        foot = a + t[..., None] * d  # [C, M, 2]
+        dist2 = ((p - foot) ** 2).sum(-1)  # [C, M]
+        k = np.argmin(dist2, axis=1)  # [C]
+        rows = np.arange(len(k))
+        s_out[i : i + chunk] = track.s[k] + t[rows, k] * seg_len[k]
+        cross = d[k, 0] * v[rows, k, 1] - d[k, 1] * v[rows, k, 0]
+        lat_out[i : i + chunk] = cross / seg_len[k]
+    return s_out, lat_out
+
+
+def read_tmrl_pickle(data: bytes, what: str = "reward.pkl") -> np.ndarray:
+    """Decode a pickled numeric array (TMRL's ``reward.pkl``) without executing the pickle.
+
+    The opcodes are read with :mod:`pickletools` and interpreted here: only numbers,
+    strings, bytes, lists, tuples and the few NumPy constructors that rebuild a
+    numeric ndarray or scalar are understood, and those are rebuilt by this code,
+    never by calling what the file names. Anything else is refused.
+    """
+    try:
+        ops = list(pickletools.genops(io.BytesIO(data)))
+    except Exception as e:  # noqa: BLE001 - any malformed stream is refused the same way
+        raise EvoError(f"{what} is not a valid pickle: {e}") from None
+    return _PickleReader(what).run(ops)
+
+
+_NUMPY_MODULES = (
+    "numpy",
+    "numpy.core.multiarray",
+    "numpy._core.multiarray",
+    "numpy.core.numeric",
+    "numpy._core.numeric",
+)
+_ALLOWED_GLOBALS = {"ndarray", "dtype", "_reconstruct", "_frombuffer", "scalar"}
+_NUMERIC_KINDS = "fiu"
+_PUSH_ARG = {
+    "INT", "LONG", "BININT", "BININT1", "BININT2", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
+}  # fmt: skip
+_PUSH_BYTES = {"BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"}
+
+
+class _Global:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _DType:
+    def __init__(self, code: str) -> None:
+        self.code, self.order = code, "<"
+
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.code).newbyteorder(self.order if self.order in "<>" else "=")
+
+
+class _ArrayStub:
+    """An array from ``_reconstruct`` waiting for its BUILD state."""
+
+
+class _PickleReader:
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def refuse(self, why: str) -> EvoError:
+        return EvoError(
+            f"{self.what} refused: {why}. Only a pickled numeric array (a NumPy number array or a list of "
+            "lists of numbers) is accepted; nothing from the file was run"
+        )
+
+    def run(self, ops: list) -> np.ndarray:
+        stack: list = []
+        marks: list[int] = []
+        memo: dict = {}
+        for op, arg, _pos in ops:
+            name = op.name
+            if name in ("PROTO", "FRAME"):
+                continue
+            if name == "STOP":
+                break
+            if name == "MARK":
+                marks.append(len(stack))
+            elif name in _PUSH_ARG:
+                stack.append(arg)
+            elif name in _PUSH_BYTES:
+                stack.append(bytes(arg))
+            elif name in ("NONE", "NEWTRUE", "NEWFALSE"):
+                stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
+            elif name in ("EMPTY_LIST", "EMPTY_TUPLE"):
+                stack.append([] if name == "EMPTY_LIST" else ())
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                n = int(name[-1])
+                if len(stack) < n:
+                    raise self.refuse("its stack underflows")
+                items = tuple(stack[len(stack) - n :])
+                del stack[len(stack) - n :]
+                stack.append(items)
+            elif name in ("TUPLE", "LIST", "APPENDS"):
+                if not marks:
+                    raise self.refuse("it has no mark")
+                start = marks.pop()
+                items = stack[start:]
+                del stack[start:]
+                if name == "APPENDS":
+                    self._list(stack).extend(items)
+                else:
+                    stack.append(tuple(items) if name == "TUPLE" else items)
+            elif name == "APPEND":
+                item = self._pop(stack)
+                self._list(stack).append(item)
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                memo[len(memo) if name == "MEMOIZE" else arg] = self._top(stack)
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                if arg not in memo:
+                    raise self.refuse("it refers to an unknown memo entry")
+                stack.append(memo[arg])
+            elif name in ("GLOBAL", "STACK_GLOBAL"):
+                if name == "GLOBAL":
+                    module, _, qual = str(arg).partition(" ")
+                else:
+                    qual, module = self._pop(stack), self._pop(stack)
+                stack.append(self._global(module, qual))
+            elif name == "REDUCE":
+                args, func = self._pop(stack), self._pop(stack)
+                stack.append(self._call(func, args))
+            elif name == "BUILD":
+                state = self._pop(stack)
+                stack[-1] = self._build(self._top(stack), state)
+            else:
+                raise self.refuse(f"it uses the pickle opcode {name}")
+        if len(stack) != 1:
+            raise self.refuse("it does not hold exactly one object")
+        return self._result(stack[0])
+
+    def _pop(self, stack: list) -> object:
+        if not stack:
+            raise self.refuse("its stack underflows")
+        return stack.pop()
+
+    def _top(self, stack: list) -> object:
+        if not stack:
+            raise self.refuse("its stack underflows")
+        return stack[-1]
+
+    def _list(self, stack: list) -> list:
+        if not stack or not isinstance(stack[-1], list):
+            raise self.refuse("it appends to something that is not a list")
+        return stack[-1]
+
+    def _global(self, module: object, qual: object) -> _Global:
+        if module in _NUMPY_MODULES and qual in _ALLOWED_GLOBALS:
+            return _Global(str(qual))
+        if (module, qual) == ("_codecs", "encode"):
+            return _Global("encode")
+        raise self.refuse(f"it names {module}.{qual}, which could run code")
+
+    def _call(self, func: object, args: object) -> object:
+        if not isinstance(func, _Global) or not isinstance(args, tuple):
+            raise self.refuse("it calls something that is not a NumPy array constructor")
+        if func.name == "dtype" and args and isinstance(args[0], str):
+            if not _is_numeric_dtype(args[0]):
+                raise self.refuse(f"it holds values of dtype {args[0]!r}, not numbers")
+            return _DType(args[0])
+        if func.name == "_reconstruct" and args and isinstance(args[0], _Global) and args[0].name == "ndarray":
+            return _ArrayStub()
+        if func.name == "encode" and len(args) == 2 and isinstance(args[0], str) and args[1] == "latin1":
+            return args[0].encode("latin1")
+        if func.name == "_frombuffer" and len(args) == 4:
+            buf, dtype, shape, order = args
+            return self._array(buf, dtype, shape, order == "F")
+        if func.name == "scalar" and len(args) == 2 and isinstance(args[0], _DType) and isinstance(args[1], bytes):
+            value = self._array(args[1], args[0], (), False)
+            return float(value)
+        raise self.refuse(f"it calls numpy {func.name} in a way a numeric array does not")
+
+    def _build(self, obj: object, state: object) -> object:
+        if isinstance(obj, _DType) and isinstance(state, tuple) and len(state) >= 2:
+            obj.order = state[1] if isinstance(state[1], str) else "<"
+            return obj
+        if isinstance(obj, _ArrayStub) and isinstance(state, tuple) and len(state) == 5:
+            _version, shape, dtype, fortran, raw = state
+            return self._array(raw, dtype, shape, bool(fortran))
+        raise self.refuse("it sets the state of an object that is not a NumPy array")
+
+    def _array(self, raw: object, dtype: object, shape: object, fortran: bool) -> np.ndarray:
+        if not isinstance(dtype, _DType):
+            raise self.refuse("its array has no numeric dtype")
+        if not isinstance(raw, bytes):
+            raise self.refuse("its array data is not raw numbers (an object array?)")
+        if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise self.refuse("its array shape is not a tuple of sizes")
+        dt = dtype.dtype()
+        if len(raw) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+            raise self.refuse("its array data does not match its shape")
+        return np.frombuffer(raw, dtype=dt).reshape(shape, order="F" if fortran else "C").astype(np.float64)
+
+    def _result(self, obj: object) -> np.ndarray:
+        if isinstance(obj, np.ndarray):
+            return obj
+        if isinstance(obj, (list, tuple)):
+            rows = []
+            for r in obj:
+                if isinstance(r, np.ndarray) and r.ndim == 1:
+                    r = r.tolist()
+                if not (isinstance(r, (list, tuple)) and all(_is_number(x) for x in r)):
+                    raise self.refuse("it holds a list that is not a list of rows of numbers")
+                rows.append(list(r))
+            if len({len(r) for r in rows}) > 1:
+                raise self.refuse("its rows have different lengths")
+            return np.array(rows, dtype=np.float64)
+        raise self.refuse(f"it holds a {type(obj).__name__}, not an array")
+
+
+def _is_numeric_dtype(code: str) -> bool:
+    try:
+        return np.dtype(code).kind in _NUMERIC_KINDS
+    except TypeError:
+        return False
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)

@@ -1,0 +1,203 @@
+"""``progress_trajectory``: TMRL's trajectory reward, vectorised over N cars with numba.
+
+The reference is resampled into points 0.1 m apart. Each car keeps an index
+``cur`` into those points. Every step:
+
+1. Forward search: walk from ``cur`` one point at a time, keeping the nearest point
+   so far (ties move it forward); the walk stops ``check_forward - 1`` points after
+   the last new nearest point, or at the last point. If the nearest distance is
+   above ``max_stray`` the car made no progress (``best = cur``).
+2. Reward ``(best - cur) / 100``: one per 10 m of reference passed.
+3. No progress (``best == cur``): a backward search from ``cur`` with patience
+   ``check_backward`` (stopping before index 0) lets the index rewind, so driving
+   backwards costs nothing but earns nothing until the car is back; after
+   ``min_steps`` steps, more than ``failure_countdown`` such steps in a row end the
+   episode. Progress resets that count.
+4. ``cur = best``; ``end_of_track`` at the finish and ``constant_penalty`` every step are added.
+
+The walks skip points that provably cannot be nearer than the best so far
+(consecutive points are at most ``step`` apart), which gives the same result as
+visiting every point at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba as nb
+import numpy as np
+from pydantic import Field
+
+from evo_rl.config import Section
+from evo_rl.rewards.base import RewardTerm, StepContext, register
+
+_EPS = 1e-7  # margin, m, for rounding in the skip bound
+
+
+@nb.njit(cache=True, inline="always")
+def _dist(data: np.ndarray, i: int, px: float, py: float, pz: float) -> float:
+    dx = data[i, 0] - px
+    dy = data[i, 1] - py
+    dz = data[i, 2] - pz
+    return np.sqrt(dx * dx + dy * dy + dz * dz)
+
+
+@nb.njit(cache=True)
+def search_best(
+    data: np.ndarray,
+    step: float,
+    px: float,
+    py: float,
+    pz: float,
+    cur: int,
+    check_forward: int,
+    check_backward: int,
+    max_stray: float,
+) -> int:
+    """The new index of one car at (px, py, pz) whose index was ``cur`` (steps 1 and 3 above)."""
+    n = data.shape[0]
+    min_d = np.inf
+    best = cur
+    index = cur
+    patience = check_forward
+    while True:
+        d = _dist(data, index, px, py, pz)
+        skip = 0
+        if d <= min_d:
+            min_d = d
+            best = index
+            patience = check_forward
+        elif step > 0.0:
+            skip = int((d - min_d - _EPS) / step)  # next points that stay farther than min_d
+            if skip < 0:
+                skip = 0
+        index += 1 + skip
+        patience -= 1 + skip
+        if index >= n or patience <= 0:
+            break
+    if min_d > max_stray:
+        best = cur
+    if best != cur:
+        return best
+    min_d = np.inf
+    index = cur
+    patience = check_backward
+    while True:
+        d = _dist(data, index, px, py, pz)
+        skip = 0
+        if d <= min_d:
+            min_d = d
+            best = index
+            patience = check_backward
+        elif step > 0.0:
+            skip = int((d - min_d - _EPS) / step)
+            if skip < 0:
+                skip = 0
+        index -= 1 + skip
+        patience -= 1 + skip
+        if index <= 0 or patience <= 0:
+            break
+    return best
+
+
+def _trajectory_step(
+    data: np.ndarray,
+    step: float,
+    pos: np.ndarray,
+    cur: np.ndarray,
+    step_counter: np.ndarray,
+    failure_counter: np.ndarray,
+    check_forward: int,
+    check_backward: int,
+    max_stray: float,
+    min_steps: int,
+    failure_countdown: int,
+    reward: np.ndarray,
+    terminate: np.ndarray,
+) -> None:
+    """One step of N cars: updates ``cur``, the counters, ``reward`` [N] and ``terminate`` [N] in place."""
+    for i in nb.prange(pos.shape[0]):
+        step_counter[i] += 1
+        best = search_best(
+            data, step, pos[i, 0], pos[i, 1], pos[i, 2], cur[i], check_forward, check_backward, max_stray
+        )
+        progressed = best > cur[i]
+        reward[i] = (best - cur[i]) / 100.0 if progressed else 0.0
+        terminate[i] = False
+        if progressed:
+            failure_counter[i] = 0
+        elif step_counter[i] > min_steps:
+            failure_counter[i] += 1
+            if failure_counter[i] > failure_countdown:
+                terminate[i] = True
+        cur[i] = best
+
+
+# One car costs well under a microsecond: threads only pay off for many cars.
+trajectory_step = nb.njit(cache=True)(_trajectory_step)
+trajectory_step_parallel = nb.njit(cache=True, parallel=True)(_trajectory_step)
+PARALLEL_MIN_CARS = 256
+
+
+@register
+class ProgressTrajectory(RewardTerm):
+    """TMRL's reward: reference points (0.1 m apart) passed this step / 100, with its failure countdown."""
+
+    name = "progress_trajectory"
+    needs = frozenset({"finish"})
+    end_reason = "failure_countdown"
+
+    class Params(Section):
+        end_of_track: float = Field(100.0, description="reward for reaching the finish line")
+        constant_penalty: float = Field(0.0, description="reward added at every step")
+        check_forward: int = Field(500, ge=1, description="search patience forward, points (max cut: 50 m)")
+        check_backward: int = Field(10, ge=1, description="search patience backward, points")
+        failure_countdown: int = Field(10, ge=0, description="end after more steps than this in a row without progress")
+        min_steps: int = Field(70, ge=0, description="steps of an episode before the failure countdown runs")
+        max_stray: float = Field(100.0, gt=0, description="no progress farther than this from the reference, m")
+        resample: bool = Field(
+            True, description="resample the reference every 0.1 m (false: use its points as they are, e.g. TMRL's)"
+        )
+
+    def __init__(self, n_envs: int, track: Any, reference: Any, **params: Any) -> None:
+        super().__init__(n_envs, track, reference, **params)
+        pts = reference.dense if self.params.resample else reference.points3
+        self.data = np.ascontiguousarray(pts, dtype=np.float64)  # [Q, 3]
+        chords = np.linalg.norm(np.diff(self.data, axis=0), axis=1)
+        self.step = float(chords.max()) * (1 + 1e-9) if len(chords) else 0.0  # m, bound on consecutive distance
+        self.cur = np.zeros(n_envs, np.int64)  # [N] index of each car on the reference
+        self.step_counter = np.zeros(n_envs, np.int64)  # [N]
+        self.failure_counter = np.zeros(n_envs, np.int64)  # [N]
+        self._finished = np.zeros(n_envs, bool)  # [N] end_of_track already given
+        self._reward = np.zeros(n_envs)  # [N]
+        self._terminate = np.zeros(n_envs, bool)  # [N]
+
+    def reset(self, mask: np.ndarray) -> None:
+        self.cur[mask] = 0
+        self.step_counter[mask] = 0
+        self.failure_counter[mask] = 0
+        self._finished[mask] = False
+
+    def __call__(self, ctx: StepContext) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
+        pos = np.ascontiguousarray(ctx.world.position3(), dtype=np.float64)  # [N, 3]
+        kernel = trajectory_step_parallel if self.n_envs >= PARALLEL_MIN_CARS else trajectory_step
+        kernel(
+            self.data,
+            self.step,
+            pos,
+            self.cur,
+            self.step_counter,
+            self.failure_counter,
+            p.check_forward,
+            p.check_backward,
+            p.max_stray,
+            p.min_steps,
+            p.failure_countdown,
+            self._reward,
+            self._terminate,
+        )
+        finished = np.asarray(ctx.world.finished, dtype=bool)
+        end = finished & ~self._finished
+        self._finished |= finished
+        return self._reward + p.end_of_track * end + p.constant_penalty, self._terminate.copy()

@@ -1,0 +1,428 @@
+"""Reference driving: a racing line, the speed the car can carry along it, and the
+reference lap time.
+
+The racing line is a minimum-curvature line inside the corridor: each fine
+cross-section ``i`` of the strip carries a lateral offset ``alpha_i`` (left
+positive) bounded by ``±(half road width - margin)``, and the offsets minimise the
+sum of squared second differences of the line points, a discrete form of
+``∫ κ² ds`` (Braghin et al., "Race driving along a minimum curvature path",
+2008). The box-constrained quadratic programme has a pentadiagonal Hessian and
+is solved exactly by a primal active-set method with banded Cholesky solves.
+
+The speed profile is the classic forward-backward integration (e.g. Velenis &
+Tsiotras, "Minimum-time travel for a vehicle with acceleration limits", 2008):
+a lateral cap ``v² |κ| <= a_lat(v)``, a forward pass from rest at the start line
+with the engine's acceleration and a backward pass with the brakes, both sharing
+the tyre grip with cornering through a friction ellipse. The limits are the
+car's own, from :func:`evo_rl.sim.physics.accel_limits`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from evo_rl.config import CarConfig
+from evo_rl.errors import TrackError
+from evo_rl.sim.track import Track
+
+# accel_limits(v [K], car) -> (max_forward_accel [K], max_brake_decel [K], max_lateral_accel [K]), m/s²
+LimitsFn = Callable[[np.ndarray, CarConfig], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+SAFETY = 1.0  # m kept between the car's side and a wall, beyond car.half_width
+STEP = 1.0  # m between the line's cross-sections (at most)
+_SMOOTH = 1e-8  # weight of sum(alpha²): picks the centred line where curvature does not care
+_CACHE_SIZE = 32
+
+
+@dataclass(eq=False)
+class Reference:
+    """A racing line through a track with its speed profile.
+
+    Line point ``i`` lies on a fine cross-section of the strip; ``section[k]`` is the
+    line index of the track's cross-section ``k``.
+    """
+
+    line: np.ndarray  # [K, 2] racing line points, m
+    s: np.ndarray  # [K] arc length along the line from its first point, m
+    speed: np.ndarray  # [K] reference speed, m/s
+    time: np.ndarray  # [K] time from the start line, s (negative before it)
+    curvature: np.ndarray  # [K] signed curvature of the line, 1/m (left turns positive)
+    offset: np.ndarray  # [K] lateral offset from the centre line, m (left positive)
+    center_s: np.ndarray  # [K] centre-line arc length of each line point's cross-section, m
+    section: np.ndarray  # [M+1] line index of each track cross-section
+    start_index: int  # line index of the start line
+    finish_index: int  # line index of the finish line
+    lap_time: float  # seconds from rest at the start line to the finish line
+
+    @property
+    def length(self) -> float:
+        """Racing-line distance from the start line to the finish line, m."""
+        return float(self.s[self.finish_index] - self.s[self.start_index])
+
+    def line_s(self, progress_s: np.ndarray) -> np.ndarray:
+        """Map centre-line arc lengths (``World.progress_s``) to racing-line arc lengths."""
+        return np.interp(progress_s, self.center_s, self.s)
+
+    def speed_at(self, line_s: np.ndarray) -> np.ndarray:
+        """Reference speed at racing-line arc lengths, m/s."""
+        return np.interp(line_s, self.s, self.speed)
+
+    def point_at(self, line_s: np.ndarray) -> np.ndarray:
+        """Racing-line points at arc lengths ``line_s`` ``[N]`` -> ``[N, 2]``."""
+        x = np.interp(line_s, self.s, self.line[:, 0])
+        y = np.interp(line_s, self.s, self.line[:, 1])
+        return np.stack([x, y], axis=-1)
+
+
+# --------------------------------------------------------------------------- corridor
+
+
+def resample_sections(track: Track, step: float = STEP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split every quad into cross-sections at most ``step`` metres apart.
+
+    The new cross-sections interpolate the quad's walls linearly, so they lie
+    exactly on the strip's walls. Returns ``left [K, 2]``, ``right [K, 2]`` and
+    ``section [M+1]`` (the fine index of each original cross-section).
+    """
+    seg = np.linalg.norm(np.diff(track.center, axis=0), axis=1)  # [M]
+    parts = np.maximum(1, np.ceil(seg / step - 1e-9)).astype(np.int64)  # [M]
+    section = np.concatenate([[0], np.cumsum(parts)])  # [M+1]
+    quad = np.repeat(np.arange(track.n_quads), parts)  # [K-1]
+    t = (np.arange(section[-1]) - section[quad]) / parts[quad]  # [K-1] in [0, 1)
+    t = t[:, None]
+    left = np.concatenate([track.left[quad] * (1 - t) + track.left[quad + 1] * t, track.left[-1:]])  # [K, 2]
+    right = np.concatenate([track.right[quad] * (1 - t) + track.right[quad + 1] * t, track.right[-1:]])  # [K, 2]
+    return left, right, section
+
+
+# --------------------------------------------------------------------------- minimum-curvature QP
+
+
+@numba.njit(cache=True)
+def _h(d0: np.ndarray, d1: np.ndarray, d2: np.ndarray, i: int, j: int) -> float:
+    """Entry (i, j) of the symmetric pentadiagonal matrix (d0, d1, d2)."""
+    if i > j:
+        i, j = j, i
+    gap = j - i
+    if gap == 0:
+        return d0[i]
+    if gap == 1:
+        return d1[i]
+    if gap == 2:
+        return d2[i]
+    return 0.0
+
+
+@numba.njit(cache=True)
+def _solve_free(d0, d1, d2, g, x, free):  # noqa: ANN001, ANN202 - numba kernel
+    """Minimise over the free variables with the others held: H_FF y = -(g_F + H_FX x_X)."""
+    n = len(x)
+    idx = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        if free[i]:
+            idx[m] = i
+            m += 1
+    y = x.copy()
+    if m == 0:
+        return y
+    l0 = np.zeros(m)  # L[p, p]
+    l1 = np.zeros(m)  # L[p, p-1]
+    l2 = np.zeros(m)  # L[p, p-2]
+    r = np.zeros(m)
+    for p in range(m):
+        i = idx[p]
+        acc = -g[i]
+        for j in range(max(0, i - 2), min(n, i + 3)):
+            if not free[j]:
+                acc -= _h(d0, d1, d2, i, j) * x[j]
+        r[p] = acc
+        a2 = _h(d0, d1, d2, i, idx[p - 2]) if p >= 2 else 0.0
+        a1 = _h(d0, d1, d2, i, idx[p - 1]) if p >= 1 else 0.0
+        l2[p] = a2 / l0[p - 2] if p >= 2 else 0.0
+        l1[p] = (a1 - l2[p] * l1[p - 1]) / l0[p - 1] if p >= 1 else 0.0
+        l0[p] = math.sqrt(d0[i] - l1[p] ** 2 - l2[p] ** 2)
+    z = np.zeros(m)
+    for p in range(m):
+        acc = r[p]
+        if p >= 1:
+            acc -= l1[p] * z[p - 1]
+        if p >= 2:
+            acc -= l2[p] * z[p - 2]
+        z[p] = acc / l0[p]
+    for p in range(m - 1, -1, -1):
+        acc = z[p]
+        if p + 1 < m:
+            acc -= l1[p + 1] * z[p + 1]
+        if p + 2 < m:
+            acc -= l2[p + 2] * z[p + 2]
+        z[p] = acc / l0[p]
+    for p in range(m):
+        y[idx[p]] = z[p]
+    return y
+
+
+@numba.njit(cache=True)
+def _box_qp(d0, d1, d2, g, lo, hi, max_iter):  # noqa: ANN001, ANN202 - numba kernel
+    """min ½ xᵀHx + gᵀx subject to lo <= x <= hi, H pentadiagonal positive definite.
+
+    Primal active set: take the Newton step of the free variables, stop at the
+    first bound it crosses and hold that variable there; at a feasible stationary
+    point release every held variable whose gradient points into the box.
+    """
+    n = len(g)
+    x = np.minimum(np.maximum(np.zeros(n), lo), hi)
+    state = np.zeros(n, np.int64)  # 0 free, -1 held at lo, +1 held at hi, 2 fixed (lo == hi)
+    for i in range(n):
+        if hi[i] - lo[i] <= 1e-12:
+            state[i] = 2
+    for it in range(max_iter):
+        free = state == 0
+        y = _solve_free(d0, d1, d2, g, x, free)
+        t = 1.0
+        block = -1
+        for i in range(n):
+            if state[i] != 0:
+                continue
+            dx = y[i] - x[i]
+            if y[i] < lo[i] and dx < 0:
+                ti = (lo[i] - x[i]) / dx
+                if ti < t:
+                    t, block = ti, i
+            elif y[i] > hi[i] and dx > 0:
+                ti = (hi[i] - x[i]) / dx
+                if ti < t:
+                    t, block = ti, i
+        if block >= 0:
+            t = max(t, 0.0)
+            for i in range(n):
+                if state[i] == 0:
+                    x[i] += t * (y[i] - x[i])
+            state[block] = -1 if y[block] < lo[block] else 1
+            x[block] = lo[block] if state[block] == -1 else hi[block]
+            continue
+        x = y
+        released = 0
+        for i in range(n):
+            if state[i] == -1 or state[i] == 1:
+                grad = g[i]
+                for j in range(max(0, i - 2), min(n, i + 3)):
+                    grad += _h(d0, d1, d2, i, j) * x[j]
+                if (state[i] == -1 and grad < -1e-10) or (state[i] == 1 and grad > 1e-10):
+                    state[i] = 0
+                    released += 1
+        if released == 0:
+            return x, it + 1
+    return x, max_iter
+
+
+def min_curvature_offsets(
+    center: np.ndarray, normal: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """Offsets ``alpha [K]`` minimising ``Σ |p[i-1] - 2 p[i] + p[i+1]|²`` for ``p = center + alpha * normal``.
+
+    ``lo <= alpha <= hi``; where ``lo == hi`` the offset is fixed.
+    """
+    k = len(center)
+    if k < 3:
+        return np.clip(np.zeros(k), lo, hi)
+    # second difference of p: w_{j-1} alpha_{j-1} + w_j alpha_j + w_{j+1} alpha_{j+1} + b_j, for j = 1..K-2
+    wm, w0, wp = normal[:-2], -2.0 * normal[1:-1], normal[2:]  # [K-2, 2] each
+    b = center[:-2] - 2.0 * center[1:-1] + center[2:]  # [K-2, 2]
+    dot = lambda u, v: np.einsum("ij,ij->i", u, v)  # noqa: E731
+    d0 = np.full(k, _SMOOTH)  # [K] Hessian diagonal
+    d1 = np.zeros(k - 1)  # [K-1] H[i, i+1]
+    d2 = np.zeros(k - 2)  # [K-2] H[i, i+2]
+    g = np.zeros(k)  # [K] linear term
+    d0[:-2] += dot(wm, wm)
+    d0[1:-1] += dot(w0, w0)
+    d0[2:] += dot(wp, wp)
+    d1[:-1] += dot(wm, w0)
+    d1[1:] += dot(w0, wp)
+    d2 += dot(wm, wp)
+    g[:-2] += dot(wm, b)
+    g[1:-1] += dot(w0, b)
+    g[2:] += dot(wp, b)
+    alpha, _ = _box_qp(d0, d1, d2, g, lo.astype(np.float64), hi.astype(np.float64), 50 * k)
+    return alpha
+
+
+def line_curvature(line: np.ndarray) -> np.ndarray:
+    """Signed curvature ``[K]`` of a polyline (circle through each point and its neighbours)."""
+    a = line[1:-1] - line[:-2]  # [K-2, 2]
+    b = line[2:] - line[1:-1]
+    c = line[2:] - line[:-2]
+    cross = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) * np.linalg.norm(c, axis=1)
+    kappa = 2.0 * cross / np.maximum(denom, 1e-12)  # [K-2]
+    return np.concatenate([kappa[:1], kappa, kappa[-1:]]) if len(kappa) else np.zeros(len(line))
+
+
+# --------------------------------------------------------------------------- speed profile
+
+
+@numba.njit(cache=True)
+def _table(tab: np.ndarray, dv: float, v: float) -> float:
+    """Linear interpolation of ``tab`` sampled every ``dv`` m/s from 0."""
+    x = v / dv
+    if x <= 0.0:
+        return tab[0]
+    i = int(x)
+    if i >= len(tab) - 1:
+        return tab[-1]
+    f = x - i
+    return tab[i] * (1.0 - f) + tab[i + 1] * f
+
+
+@numba.njit(cache=True)
+def _avail(tab, lat, dv, v, kappa):  # noqa: ANN001, ANN202 - numba kernel
+    """Longitudinal acceleration left at speed ``v`` on curvature ``kappa`` (friction ellipse)."""
+    a_lat = _table(lat, dv, v)
+    used = v * v * kappa / a_lat if a_lat > 0 else 1.0
+    return _table(tab, dv, v) * math.sqrt(max(0.0, 1.0 - used * used))
+
+
+@numba.njit(cache=True)
+def _passes(ds, kappa, cap, dv, fwd, brk, lat, start):  # noqa: ANN001, ANN202 - numba kernel
+    """Forward pass (engine, from rest at ``start`` and at point 0), then backward pass (brakes).
+
+    Each step integrates d(v²)/ds = 2 a(v) with the midpoint rule.
+    """
+    k = len(cap)
+    v = np.empty(k)
+    v[0] = 0.0
+    for i in range(k - 1):
+        if i == start:
+            v[i] = 0.0
+        kap = 0.5 * (kappa[i] + kappa[i + 1])
+        w = v[i] * v[i]
+        half = w + _avail(fwd, lat, dv, v[i], kap) * ds[i]
+        w_next = w + 2.0 * _avail(fwd, lat, dv, math.sqrt(max(half, 0.0)), kap) * ds[i]
+        v[i + 1] = min(math.sqrt(max(w_next, 0.0)), cap[i + 1])
+    for i in range(k - 2, -1, -1):
+        kap = 0.5 * (kappa[i] + kappa[i + 1])
+        w = v[i + 1] * v[i + 1]
+        half = w + _avail(brk, lat, dv, v[i + 1], kap) * ds[i]
+        w_prev = w + 2.0 * _avail(brk, lat, dv, math.sqrt(max(half, 0.0)), kap) * ds[i]
+        v[i] = min(v[i], math.sqrt(max(w_prev, 0.0)))
+    return v
+
+
+def speed_profile(
+    ds: np.ndarray, curvature: np.ndarray, car: CarConfig, start: int = 0, limits: LimitsFn | None = None
+) -> np.ndarray:
+    """Fastest speeds ``[K]`` along a line with segment lengths ``ds [K-1]`` and ``curvature [K]``.
+
+    From rest at point ``start``; ``v² |κ| <= a_lat(v)`` everywhere; engine acceleration
+    and braking share the grip with cornering through a friction ellipse.
+    """
+    limits = limits or _physics_limits()
+    v_grid = np.linspace(0.0, 1.5 * car.top_speed, 3001)  # [G]
+    fwd, brk, lat = (np.ascontiguousarray(a, dtype=np.float64) for a in limits(v_grid, car))  # [G] each
+    dv = float(v_grid[1])
+    kappa = np.abs(curvature)
+    lo = np.zeros(len(kappa))  # [K] lateral cap by bisection: v² κ <= a_lat(v)
+    hi = np.full(len(kappa), v_grid[-1])
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        ok = mid * mid * kappa <= np.interp(mid, v_grid, lat)
+        lo = np.where(ok, mid, lo)
+        hi = np.where(ok, hi, mid)
+    return _passes(ds.astype(np.float64), kappa, lo, dv, fwd, brk, lat, int(start))
+
+
+def segment_times(ds: np.ndarray, speed: np.ndarray) -> np.ndarray:
+    """Time ``[K-1]`` to cover each segment, exact for constant acceleration: 2 ds / (v_i + v_i+1)."""
+    return 2.0 * ds / np.maximum(speed[:-1] + speed[1:], 1e-9)
+
+
+def _physics_limits() -> LimitsFn:
+    from evo_rl.sim.physics import accel_limits
+
+    return accel_limits
+
+
+# --------------------------------------------------------------------------- reference
+
+
+_cache: OrderedDict[tuple, Reference] = OrderedDict()
+
+
+def _track_key(track: Track) -> str:
+    h = hashlib.sha1()
+    for arr in (track.left, track.right, track.checkpoints):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(f"{track.start},{track.finish},{track.width}".encode())
+    return h.hexdigest()
+
+
+def compute_reference(
+    track: Track,
+    car: CarConfig,
+    *,
+    safety: float = SAFETY,
+    step: float = STEP,
+    limits: LimitsFn | None = None,
+) -> Reference:
+    """Racing line, speed profile and reference lap time of ``car`` on ``track``.
+
+    The line keeps ``car.half_width + safety`` metres from the walls and passes the
+    start line on the centre line, where the cars start. Results are cached per
+    (track geometry, car config, safety, step, limits).
+    """
+    key = (_track_key(track), car.model_dump_json(), float(safety), float(step), limits)
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    ref = _compute(track, car, safety, step, limits)
+    _cache[key] = ref
+    if len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
+    return ref
+
+
+def _compute(track: Track, car: CarConfig, safety: float, step: float, limits: LimitsFn | None) -> Reference:
+    left, right, section = resample_sections(track, step)
+    center = 0.5 * (left + right)  # [K, 2]
+    across = left - right  # [K, 2]
+    half = 0.5 * np.linalg.norm(across, axis=1)  # [K]
+    normal = across / (2.0 * half[:, None])  # [K, 2] unit, pointing left
+    margin = car.half_width + safety
+    bound = half - margin  # [K]
+    if bound.min() < 0:
+        raise TrackError(
+            f"track {track.name!r} is {2 * half.min():.1f} m wide at its narrowest; the racing line needs "
+            f"2 * (car.half_width + safety) = {2 * margin:.1f} m: lower car.half_width or widen the track"
+        )
+    start, finish = int(section[track.start]), int(section[track.finish])
+    lo, hi = -bound, bound.copy()
+    lo[start] = hi[start] = 0.0
+    offset = min_curvature_offsets(center, normal, lo, hi)  # [K]
+    line = center + offset[:, None] * normal  # [K, 2]
+    ds = np.linalg.norm(np.diff(line, axis=0), axis=1)  # [K-1]
+    s = np.concatenate([[0.0], np.cumsum(ds)])  # [K]
+    curvature = line_curvature(line)
+    speed = speed_profile(ds, curvature, car, start, limits)
+    elapsed = np.concatenate([[0.0], np.cumsum(segment_times(ds, speed))])  # [K]
+    time = elapsed - elapsed[start]
+    center_s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(center, axis=0), axis=1))])
+    return Reference(
+        line=line,
+        s=s,
+        speed=speed,
+        time=time,
+        curvature=curvature,
+        offset=offset,
+        center_s=center_s,
+        section=section,
+        start_index=start,
+        finish_index=finish,
+        lap_time=float(time[finish]),
+    )

@@ -1,0 +1,112 @@
+"""Deterministic evaluation episodes: finish rate and lap times against the
+track's reference lap time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evo_rl.config import EvoConfig
+
+Act = Callable[[Any], np.ndarray]  # batched observation -> actions [N, 3]
+
+
+@dataclass
+class EvalResult:
+    """The outcome of one evaluation (one episode per car)."""
+
+    episodes: int
+    finish_rate: float  # fraction of episodes that crossed the finish line
+    lap_times: list[float]  # race time of every finished episode, s
+    mean_lap_time: float | None  # mean of lap_times; None without a finish
+    best_lap_time: float | None
+    reference_lap_time: float | None  # the track's reference lap time, s
+    lap_time_ratio: float | None  # mean_lap_time / reference_lap_time; None without a finish
+    mean_progress: float  # mean fraction of the track driven, 0..1
+    mean_reward: float  # mean episode return
+    mean_checkpoints: float  # mean checkpoint gates passed
+    score: float  # ranks evaluations: mean over episodes of progress (0..1), 1 + reference / lap time if finished
+    end_reasons: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reference_lap_time(track: Any, cfg: EvoConfig) -> float | None:
+    """The track's reference lap time for the configured car (None if it cannot be computed)."""
+    from evo_rl.sim.reference import compute_reference
+
+    try:
+        return float(compute_reference(track, cfg.car).lap_time)
+    except Exception:  # noqa: BLE001 - a missing reference only removes the comparison
+        return None
+
+
+class Evaluator:
+    """Runs ``episodes`` deterministic episodes at once, one car each, in its own
+    environment (separate from the training one); the same start perturbations
+    every time, so evaluations are comparable."""
+
+    def __init__(self, cfg: EvoConfig, episodes: int, track: Any = None, seed: int | None = None) -> None:
+        from evo_rl.envs.vector import VecTrackEnv
+
+        self.cfg = cfg
+        self.episodes = episodes
+        self.env = VecTrackEnv(cfg, n_envs=episodes, track=track, autoreset=False)
+        self.seed = cfg.env.seed + 1_000_003 if seed is None else seed
+        self.reference_lap_time = reference_lap_time(self.env.track, cfg)
+
+    def run(self, act: Act, max_steps: int | None = None) -> EvalResult:
+        """Drive every car until its episode ends (``env.max_steps`` at most)."""
+        n = self.episodes
+        obs, _ = self.env.reset(seed=self.seed)
+        done = np.zeros(n, bool)  # [N]
+        lap = np.full(n, np.nan)  # [N] lap time where finished
+        progress = np.zeros(n)  # [N]
+        ret = np.zeros(n)  # [N]
+        cps = np.zeros(n)  # [N]
+        reasons: dict[str, int] = {}
+        limit = max_steps or self.cfg.env.max_steps
+        for _ in range(limit):
+            actions = np.asarray(act(obs), np.float32).reshape(n, 3)
+            actions[done] = 0.0
+            obs, _, terminated, truncated, info = self.env.step(actions)
+            ended = (terminated | truncated) & ~done
+            if ended.any():
+                finished = ended & info["finished"]
+                lap[finished] = info["race_time"][finished]
+                progress[ended] = np.where(info["finished"][ended], 1.0, info["progress"][ended])
+                ret[ended] = info["episode_return"][ended]
+                cps[ended] = info["checkpoints"][ended]
+                for reason in info["end_reason"][ended]:
+                    reasons[str(reason)] = reasons.get(str(reason), 0) + 1
+                done |= ended
+            if done.all():
+                break
+        if not done.all():  # only when max_steps was cut below the env's limit
+            rest = ~done
+            progress[rest] = info["progress"][rest]
+            ret[rest] = info["episode_return"][rest]
+            cps[rest] = info["checkpoints"][rest]
+            reasons["eval_limit"] = int(rest.sum())
+        laps = [float(t) for t in lap[np.isfinite(lap)]]
+        mean_lap = float(np.mean(laps)) if laps else None
+        ref = self.reference_lap_time
+        per_episode = np.where(np.isfinite(lap), 1.0 + (ref or 0.0) / np.where(np.isfinite(lap), lap, 1.0), progress)
+        return EvalResult(
+            episodes=n,
+            finish_rate=len(laps) / n,
+            lap_times=laps,
+            mean_lap_time=mean_lap,
+            best_lap_time=min(laps) if laps else None,
+            reference_lap_time=ref,
+            lap_time_ratio=mean_lap / ref if (mean_lap is not None and ref) else None,
+            mean_progress=float(progress.mean()),
+            mean_reward=float(ret.mean()),
+            mean_checkpoints=float(cps.mean()),
+            score=float(per_episode.mean()),
+            end_reasons=reasons,
+        )

@@ -1,0 +1,323 @@
+"""SAC, REDQ-SAC and PPO agents: targets against direct computations, updates on every
+observation flavour, learned entropy, checkpoint state round trips, factory and presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from evo_rl.algos import (
+    Batch,
+    PPOAgent,
+    REDQAgent,
+    SACAgent,
+    flatten_state,
+    load_state,
+    make_agent,
+    save_state,
+    unflatten_state,
+)
+from evo_rl.algos.base import resolve_amp
+from evo_rl.config import EvoConfig, PPOConfig, REDQConfig, SACConfig, load_config
+from evo_rl.errors import CheckpointError, ConfigError
+
+ACT = spaces.Box(-1.0, 1.0, (3,), np.float32)
+PREV_ACTIONS = (spaces.Box(-1.0, 1.0, (3,), np.float32), spaces.Box(-1.0, 1.0, (3,), np.float32))
+FLAVOURS = {
+    "lidar": spaces.Tuple(
+        (spaces.Box(0.0, 1000.0, (1,), np.float32), spaces.Box(0.0, 100.0, (4, 19), np.float32), *PREV_ACTIONS)
+    ),
+    "lidar_progress": spaces.Tuple(
+        (
+            spaces.Box(0.0, np.inf, (1,), np.float32),
+            spaces.Box(0.0, 1.0, (1,), np.float32),
+            spaces.Box(0.0, 100.0, (4, 19), np.float32),
+            *PREV_ACTIONS,
+        )
+    ),
+    "full": spaces.Tuple(
+        (
+            spaces.Box(0.0, 1000.0, (1,), np.float32),
+            spaces.Box(0.0, 6.0, (1,), np.float32),
+            spaces.Box(0.0, 11000.0, (1,), np.float32),
+            spaces.Box(0, 255, (4, 64, 64), np.uint8),
+            *PREV_ACTIONS,
+        )
+    ),
+    "flat": spaces.Box(-1.0, 100.0, (83,), np.float32),
+}
+LIDAR = FLAVOURS["lidar"]
+HIDDEN = [32, 32]
+
+
+def random_obs(space: spaces.Space, n: int, gen: np.random.Generator):
+    def part(p: spaces.Box) -> torch.Tensor:
+        high = np.where(np.isfinite(p.high), p.high, 300.0)
+        return torch.as_tensor((gen.uniform(p.low, high, (n, *p.shape))).astype(p.dtype))
+
+    return part(space) if isinstance(space, spaces.Box) else tuple(part(p) for p in space.spaces)
+
+
+def random_batch(space: spaces.Space, n: int = 16, seed: int = 0, **extra) -> Batch:
+    gen = np.random.default_rng(seed)
+    return Batch(
+        obs=random_obs(space, n, gen),
+        act=torch.as_tensor(gen.uniform(-1, 1, (n, 3)), dtype=torch.float32),
+        rew=torch.as_tensor(gen.normal(size=n), dtype=torch.float32),
+        next_obs=random_obs(space, n, gen),
+        done=torch.as_tensor(gen.random(n) < 0.3, dtype=torch.float32),
+        **extra,
+    )
+
+
+def linear_stack(x: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """A plain MLP (ReLU between layers) from explicit (weight [in, out], bias [out]) pairs."""
+    for i, (w, b) in enumerate(layers):
+        x = x @ w + b
+        if i < len(layers) - 1:
+            x = torch.relu(x)
+    return x.squeeze(-1)
+
+
+def member_q(ensemble, obs, action, i: int) -> torch.Tensor:
+    layers = [(w[i], b[i, 0]) for w, b in zip(ensemble.weights, ensemble.biases, strict=True)]
+    return linear_stack(torch.cat([ensemble.encoder(obs), action], dim=1), layers)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def test_sac_next_q_value_matches_direct_computation():
+    torch.manual_seed(0)
+    agent = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN, alpha=0.3))
+    batch = random_batch(LIDAR, discount=torch.full((16,), 0.9**3))
+    torch.manual_seed(5)
+    got = agent.next_q_value(batch.next_obs, batch.rew, batch.done, batch.discount)
+    with torch.no_grad():
+        torch.manual_seed(5)  # the same sampled next actions
+        next_action, next_log_pi = agent.actor(batch.next_obs)
+        q1 = member_q(agent.critic_target, batch.next_obs, next_action, 0)
+        q2 = member_q(agent.critic_target, batch.next_obs, next_action, 1)
+        expected = batch.rew + 0.9**3 * (1 - batch.done) * (torch.minimum(q1, q2) - 0.3 * next_log_pi)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_redq_next_q_value_with_a_fixed_subset_matches_direct_computation():
+    torch.manual_seed(0)
+    agent = REDQAgent(LIDAR, ACT, REDQConfig(hidden=HIDDEN, n_critics=5, m_target=3, alpha=0.1))
+    with torch.no_grad():  # make the target critics differ from the online ones
+        for p in agent.critic_target.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = random_batch(LIDAR)
+    members = torch.tensor([4, 0, 2])
+    discount = torch.full((16,), 0.99)
+    torch.manual_seed(7)
+    got = agent.next_q_value(batch.next_obs, batch.rew, batch.done, discount, members)
+    with torch.no_grad():
+        torch.manual_seed(7)
+        next_action, next_log_pi = agent.actor(batch.next_obs)
+        qs = [member_q(agent.critic_target, batch.next_obs, next_action, i) for i in (4, 0, 2)]
+        min_q = torch.minimum(torch.minimum(qs[0], qs[1]), qs[2])
+        expected = batch.rew + 0.99 * (1 - batch.done) * (min_q - 0.1 * next_log_pi)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    subset = agent.sample_members()
+    assert subset.shape == (3,) and len(set(subset.tolist())) == 3 and int(subset.max()) < 5
+
+
+def test_batch_discount_and_importance_weights_are_used():
+    torch.manual_seed(0)
+    agent = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN))
+    batch = random_batch(LIDAR, discount=torch.zeros(16), weights=torch.zeros(16))
+    torch.testing.assert_close(agent.next_q_value(batch.next_obs, batch.rew, batch.done, batch.discount), batch.rew)
+    critic_before = [p.clone() for p in agent.critic.parameters()]
+    agent.update(batch)  # zero importance weights: the critics do not move
+    for before, after in zip(critic_before, agent.critic.parameters(), strict=True):
+        torch.testing.assert_close(before, after)
+    assert agent.td_error is not None and agent.td_error.shape == (16,)
+
+
+# --------------------------------------------------------------------------- updates on every flavour
+
+
+def make_test_agent(algo: str, space: spaces.Space):
+    if algo == "sac":
+        return SACAgent(space, ACT, SACConfig(hidden=HIDDEN))
+    if algo == "redq":
+        return REDQAgent(space, ACT, REDQConfig(hidden=HIDDEN, n_critics=4, q_updates_per_policy_update=2))
+    return PPOAgent(space, ACT, PPOConfig(hidden=HIDDEN, n_steps=16, batch_size=8, epochs=2))
+
+
+def run_updates(agent, space: spaces.Space, n: int = 2) -> list[dict[str, float]]:
+    if not isinstance(agent, PPOAgent):
+        return [agent.update(random_batch(space, n=8, seed=i)) for i in range(n)]
+    gen = np.random.default_rng(0)
+    rollout = agent.make_rollout(n_envs=4)
+    for _ in range(rollout.n_steps):
+        obs = random_obs(space, 4, gen)
+        obs = obs.numpy() if isinstance(obs, torch.Tensor) else tuple(o.numpy() for o in obs)
+        step = agent.policy_step(obs)
+        done = gen.random(4) < 0.2
+        rollout.add(obs, step.raw_action, step.log_prob, step.value, gen.normal(size=4), done, ~done)
+    rollout.compute_returns_and_advantages(agent.value(obs))
+    return [agent.update(rollout)]
+
+
+@pytest.mark.parametrize("flavour", list(FLAVOURS))
+@pytest.mark.parametrize("algo", ["sac", "redq", "ppo"])
+def test_update_runs_and_changes_parameters(algo, flavour):
+    torch.manual_seed(0)
+    space = FLAVOURS[flavour]
+    agent = make_test_agent(algo, space)
+    nets = {"actor": agent.actor, "critic": getattr(agent, "critic", None) or agent.value_net}
+    before = {name: [p.detach().clone() for p in net.parameters()] for name, net in nets.items()}
+    metrics = run_updates(agent, space)
+    for name, net in nets.items():
+        changed = [not torch.equal(b, p) for b, p in zip(before[name], net.parameters(), strict=True)]
+        assert all(changed), f"{algo}/{flavour}: some {name} parameters did not change"
+    for m in metrics:
+        assert m and all(np.isfinite(v) for v in m.values())
+    if algo == "sac":
+        assert {"qf1_loss", "qf2_loss", "actor_loss", "alpha", "entropy", "alpha_loss"} <= set(metrics[-1])
+    elif algo == "redq":
+        assert "actor_loss" not in metrics[0] and {"qf_loss", "actor_loss", "alpha"} <= set(metrics[1])
+    else:
+        assert {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"} <= set(metrics[0])
+    assert agent.actor.act(space.sample(), test=True).shape == (3,)
+
+
+def test_redq_learned_entropy_moves_alpha():
+    torch.manual_seed(0)
+    cfg = REDQConfig(hidden=HIDDEN, n_critics=6, q_updates_per_policy_update=1, learn_entropy=True, lr_entropy=1e-2)
+    agent = REDQAgent(LIDAR, ACT, cfg)
+    alphas = [agent.update(random_batch(LIDAR, n=8, seed=i))["alpha"] for i in range(20)]
+    assert np.all(np.isfinite(alphas))
+    assert abs(agent.log_alpha.exp().item() - 0.2) > 1e-3 and alphas[-1] != alphas[0]
+
+
+def test_fixed_entropy_keeps_alpha():
+    agent = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN, learn_entropy=False, alpha=0.05))
+    for i in range(3):
+        metrics = agent.update(random_batch(LIDAR, n=8, seed=i))
+    assert "alpha_loss" not in metrics and metrics["alpha"] == pytest.approx(0.05)
+
+
+# --------------------------------------------------------------------------- checkpoint state
+
+
+def assert_nested_equal(a, b):
+    assert type(a) is type(b), (type(a), type(b))
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a.cpu(), b.cpu())
+    elif isinstance(a, dict):
+        assert list(a) == list(b)
+        for key in a:
+            assert_nested_equal(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_nested_equal(x, y)
+    else:
+        assert a == b or (a != a and b != b)  # NaN == NaN here
+
+
+def test_flatten_unflatten_round_trip_of_odd_values():
+    state = {"a": {0: torch.ones(2), 1: [1, 2.5, None, "x", True]}, "b": (0.9, 0.999), "c": float("inf")}
+    tensors, meta = flatten_state(state)
+    assert set(tensors) == {"a/0"}
+    import json
+
+    assert_nested_equal(unflatten_state(tensors, json.loads(json.dumps(meta))), state)
+
+
+@pytest.mark.parametrize("algo", ["sac", "redq", "ppo"])
+def test_agent_state_round_trip_gives_identical_outputs_and_optimizers(algo, tmp_path):
+    torch.manual_seed(0)
+    agent = make_test_agent(algo, LIDAR)
+    run_updates(agent, LIDAR, n=3)
+    path = tmp_path / "agent.safetensors"
+    save_state(path, agent.state_dict())
+
+    torch.manual_seed(123)  # a differently initialised agent
+    restored = make_test_agent(algo, LIDAR)
+    restored.load_state_dict(load_state(path))
+    assert_nested_equal(restored.state_dict(), agent.state_dict())
+    assert restored.num_updates == agent.num_updates
+
+    obs = random_batch(LIDAR, n=5, seed=9).obs
+    np.testing.assert_array_equal(
+        restored.actor.act(tuple(o.numpy() for o in obs), test=True),
+        agent.actor.act(tuple(o.numpy() for o in obs), test=True),
+    )
+    # both continue identically from the same random state
+    torch.manual_seed(1)
+    m1 = run_updates(agent, LIDAR, n=2)
+    torch.manual_seed(1)
+    m2 = run_updates(restored, LIDAR, n=2)
+    assert m1 == m2
+
+
+# --------------------------------------------------------------------------- factory, presets, devices
+
+
+@pytest.mark.parametrize("name, cls", [("sac", SACAgent), ("redq", REDQAgent), ("ppo", PPOAgent)])
+def test_make_agent_builds_the_named_algorithm(name, cls):
+    cfg = load_config(None, [f"algo.name={name}", f"algo.{name}.hidden=[8]"])
+    agent = make_agent(cfg, LIDAR, ACT, device="cpu")
+    assert type(agent) is cls and agent.device == torch.device("cpu") and not agent.amp
+
+
+class CustomAgent:
+    def __init__(self, obs_space, act_space, cfg, device):
+        self.cfg, self.device = cfg, device
+
+
+def test_make_agent_imports_a_custom_class_and_reports_bad_names():
+    cfg = load_config(None, [f"algo.name={__name__}:CustomAgent"])
+    agent = make_agent(cfg, LIDAR, ACT, device="cpu")
+    assert isinstance(agent, CustomAgent) and agent.cfg is cfg
+    with pytest.raises(ConfigError, match="algo.name"):
+        make_agent(load_config(None, ["algo.name=dqn"]), LIDAR, ACT)
+    with pytest.raises(ConfigError, match="cannot import"):
+        make_agent(load_config(None, ["algo.name=no_such_module:Agent"]), LIDAR, ACT)
+
+
+def test_presets_fill_unset_fields_and_explicit_values_win():
+    cfg = load_config(None, ["algo.preset=tmrl-redq", "algo.redq.lr_actor=0.001"])
+    redq = cfg.algo.redq
+    assert cfg.algo.name == "redq"
+    assert (redq.gamma, redq.alpha, redq.learn_entropy, redq.target_entropy) == (0.995, 0.37, False, -7.0)
+    assert (redq.n_critics, redq.m_target, redq.q_updates_per_policy_update) == (10, 2, 20)
+    assert redq.lr_actor == 0.001 and redq.lr_critic == 5e-5
+    sac = load_config(None, ["algo.preset=tmrl-sac"]).algo.sac
+    assert (sac.gamma, sac.tau, sac.lr_actor, sac.lr_critic, sac.alpha) == (0.995, 0.005, 1e-5, 5e-5, 0.01)
+    ppo = EvoConfig.model_validate({"algo": {"preset": "ppo-000"}}).algo
+    assert ppo.name == "ppo" and (ppo.ppo.n_steps, ppo.ppo.batch_size, ppo.ppo.max_grad_norm) == (2048, 64, 0.5)
+
+
+def test_amp_is_off_on_cpu_and_cannot_be_forced():
+    assert resolve_amp(None, torch.device("cpu")) is False
+    assert resolve_amp(None, torch.device("cuda")) is True
+    with pytest.raises(ConfigError, match="algo.amp"):
+        resolve_amp(True, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("algo", ["sac", "redq", "ppo"])
+def test_mixed_precision_path_runs(algo):
+    """The CUDA AMP code path (float16 autocast + GradScaler), exercised on the CPU."""
+    torch.manual_seed(0)
+    agent = make_test_agent(algo, FLAVOURS["full"])
+    agent.amp = True  # resolve_amp allows AMP on CUDA only; the maths is the same on the CPU
+    for name in ("actor_scaler", "critic_scaler", "scaler"):
+        if hasattr(agent, name):
+            setattr(agent, name, torch.amp.GradScaler("cpu", enabled=True))
+    for metrics in run_updates(agent, FLAVOURS["full"], n=2):
+        assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_loading_a_state_saved_with_other_settings_names_what_is_missing():
+    fixed = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN, learn_entropy=False))
+    learned = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN, learn_entropy=True))
+    with pytest.raises(CheckpointError, match="alpha_optim"):
+        learned.load_state_dict(fixed.state_dict())
