@@ -155,6 +155,33 @@ def test_single_env_episode_ends_at_the_finish(straight):
         env.step(FULL_GAS)
 
 
+def test_reward_rule_terminates_with_its_reason(straight):
+    cfg = resolve_config(small_cfg(max_steps=100), **{"episode.no_progress_seconds": 0.5})
+    env = VecTrackEnv(cfg, 2, track=straight)
+    env.reset(seed=0)
+    actions = np.stack([np.zeros(3, np.float32), FULL_GAS])  # car 0 waits on the line
+    for _ in range(20):
+        obs, reward, term, trunc, infos = env.step(actions)
+        if term[0]:
+            break
+    assert term[0] and not trunc[0] and not term[1]
+    assert infos["final_info"]["episode_steps"][0] in (10, 11)  # 0.5 s = 10 steps without progress
+    assert infos["end_reason"][0] == "no_progress" and infos["final_info"]["end_reason"][0] == "no_progress"
+
+
+def test_binary_and_analog_controls(straight):
+    half_gas = np.array([[0.3, 0.0, 0.0]], np.float32)
+    speeds = {}
+    for controls in ("binary", "analog"):
+        env = VecTrackEnv(small_cfg(controls=controls), 1, track=straight)
+        env.reset(seed=0)
+        for _ in range(10):
+            obs, *_ = env.step(half_gas)
+        speeds[controls] = obs[0][0, 0]
+        np.testing.assert_array_equal(obs[-1][0], half_gas[0])  # the observation keeps the agent's action
+    assert speeds["binary"] > speeds["analog"] > 0  # binary presses the pedal fully
+
+
 # --------------------------------------------------------------------------- determinism, bad actions
 
 
@@ -232,7 +259,14 @@ def test_stable_baselines3_ppo_smoke(straight):
     sb3 = pytest.importorskip("stable_baselines3")
     env = TrackEnv(small_cfg(flat=True, max_steps=100), track=straight)
     model = sb3.PPO(
-        "MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=2, policy_kwargs={"net_arch": [32, 32]}, seed=0, device="cpu"
+        "MlpPolicy",
+        env,
+        n_steps=128,
+        batch_size=64,
+        n_epochs=2,
+        policy_kwargs={"net_arch": [32, 32]},
+        seed=0,
+        device="cpu",
     )
     model.learn(total_timesteps=256)
     obs, _ = env.reset(seed=1)

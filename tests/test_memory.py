@@ -366,8 +366,28 @@ def test_corrupt_or_mismatched_file(tmp_path):
         mem.load(cut)
     with pytest.raises(CheckpointError, match="does not exist"):
         mem.load(tmp_path / "missing.npz")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["slots"] = arrays["slots"][:, :-1]
+    np.savez(tmp_path / "short.npz", **arrays)
+    with pytest.raises(CheckpointError, match="short.npz: array 'slots' should be"):
+        mem.load(tmp_path / "short.npz")
     other = tmp_path / "other.npz"
     np.savez(other, x=np.zeros(3))
     with pytest.raises(CheckpointError, match="no metadata"):
         mem.load(other)
     assert len(mem) == 0  # a failed load leaves the memory empty
+
+
+def test_bench_replay_runs_small():
+    import argparse
+
+    from evo_rl.bench import replay
+
+    parser = argparse.ArgumentParser()
+    replay.add_arguments(parser)
+    args = parser.parse_args(["--transitions", "3000", "--image-transitions", "600", "--samples", "20"])
+    out = replay.run(args)
+    for name in ("lidar", "image"):
+        assert out[name]["evo_us"] > 0 and out[name]["sb3_us"] > 0
+    assert out["insert_per_s"] > 0

@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sensor(out=frames)
         sim_timed += time.perf_counter() - t0
         sim_steps += 1
+        world.reset(world.finished)
 
     rate = steps * args.cars / timed
     return {

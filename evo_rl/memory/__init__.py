@@ -10,6 +10,8 @@ Public API::
     batch = mem.sample(batch_size)       # Batch of torch tensors on `device`
     mem.update_priorities(batch.indices, td_errors)   # prioritised memories
     len(mem)                             # transitions that can be sampled
+    mem.get(indices)                     # the transitions at given slots
+    mem.end_episodes()                   # after resetting the env outside add()
     mem.save(path); mem.load(path)       # atomic .npz + JSON metadata, no pickle
 
 ``Batch`` fields: ``obs`` and ``next_obs`` (the env's tuple layout, or one tensor when

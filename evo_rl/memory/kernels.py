@@ -26,7 +26,7 @@ def batch_slots(
     gamma_pow: np.ndarray,  # [nstep + 1] float64 gamma^j
     both: np.ndarray,  # out [2B] int64: idx, then the slot of the observation k steps later
     hist: np.ndarray,  # out [2B, H] int64: frame slots of a stack of H, oldest first, padded with the first frame
-    scal: np.ndarray,  # out [3, B] float32: n-step return, terminated, discount (gamma^k, 0 if terminated)
+    scal: np.ndarray,  # out [>= 3, B] float32: n-step return, terminated, discount (gamma^k, 0 if terminated)
     act_out: np.ndarray,  # out [B, D] float32: the actions taken
     prev_out: np.ndarray,  # out [A, 2B, D] float32: previous actions, oldest first, zero before the start
 ) -> None:

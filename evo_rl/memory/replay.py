@@ -5,10 +5,10 @@ Arrays are car-major, ``[N, rows, ...]`` stored flat as ``[N * rows, ...]``: slo
 ``i = car * rows + row``, and the element ``j`` steps earlier in the same stream is
 ``car * rows + (row - j) mod rows``, so a stack of frames and the next observation
 lie side by side in memory. One element holds the newest frame of every observation
-field, the action taken, and a 16-byte record: reward, ``terminated``, ``last`` (a
-final observation, not a transition start), ``epi_t`` (steps since its episode's
-start) and, once the transition is complete, its n-step return ``ret``, length ``k``
-and ``term_n``. Each ``add`` appends one element per car, plus a ``last`` element
+field and a 32-byte record: action, reward, ``terminated``, ``last`` (a final
+observation, not a transition start), ``epi_t`` (steps since its episode's start)
+and, once the transition is complete, its n-step return ``ret``, length ``k`` and
+``term_n``. Each ``add`` appends one element per car, plus a ``last`` element
 holding ``final_obs`` for the cars whose episode ended: no frame is stored twice.
 
 Sampling. A transition starts at a non-``last`` element ``q``; its next observation
@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from evo_rl.config import MemoryConfig
 from evo_rl.errors import CheckpointError, EvoError
 from evo_rl.memory import kernels
 from evo_rl.memory.layout import ObsLayout
@@ -132,6 +133,9 @@ class ReplayMemory:
             raise EvoError(f"memory.nstep must be between 1 and 100, got {nstep}")
         if not 0.0 < gamma <= 1.0:
             raise EvoError(f"replay memory: gamma must be in (0, 1], got {gamma}")
+        for f in layout.fields:
+            if f.dtype not in _TORCH_DTYPES:
+                raise EvoError(f"replay memory: field {f.name!r} has dtype {f.dtype}; use one of {list(_TORCH_DTYPES)}")
         self.layout = layout
         self.n_envs = int(n_envs)
         self.rows = -(-int(capacity) // self.n_envs)  # capacity_per_car
@@ -165,7 +169,7 @@ class ReplayMemory:
 
     @classmethod
     def from_config(
-        cls, cfg: Any, layout: ObsLayout, n_envs: int, gamma: float, device: str = "cpu", seed: int = 0
+        cls, cfg: MemoryConfig, layout: ObsLayout, n_envs: int, gamma: float, device: str = "cpu", seed: int = 0
     ) -> ReplayMemory:
         """A memory from a :class:`~evo_rl.config.MemoryConfig` (``gamma`` comes from the algorithm)."""
         return cls(layout, cfg.capacity, n_envs, device, cfg.nstep, gamma, cfg.prioritized, cfg.alpha, cfg.beta, seed)
@@ -222,7 +226,8 @@ class ReplayMemory:
         env's ``infos["final_obs"]``: a batched observation, rows valid where ``final_mask``,
         or Gymnasium's object array of per-car observations); it is required for them.
         Previous actions are rebuilt from the stored actions, so pass the actions the env
-        applied (in range).
+        applied (in range). The first ``add`` of each car starts an episode: begin right
+        after ``env.reset()``.
         """
         n = self.n_envs
         frames = self.layout.frames(obs, n)
@@ -406,7 +411,8 @@ class ReplayMemory:
         lay = self.layout
         both = np.empty(m, np.int64)  # [2B]: obs slots, then next_obs slots
         hist = np.empty((m, self._hist_len), np.int64)  # [2B, H] frame slots, oldest first
-        scal_t, scal = self._empty((3, b), torch.float32)  # [3, B] return, terminated, discount
+        scal_t, scal = self._empty((4, b), torch.float32)  # [4, B] return, terminated, discount, weights
+        scal[3] = 1.0 if weights is None else weights
         act_t, act = self._empty((b, lay.act_dim), torch.float32)  # [B, act_dim]
         prev_t, prev = self._empty((lay.act_buf_len, m, lay.act_dim), torch.float32)  # [A, 2B, act_dim]
         kernels.batch_slots(
@@ -425,17 +431,11 @@ class ReplayMemory:
             self._split(t, arr, b, obs, after)
         for a in range(lay.act_buf_len):
             self._split(None if prev_t is None else prev_t[a], prev[a], b, obs, after)
-        w = np.ones(b, np.float32) if weights is None else weights
         if self.device.type == "cpu":
-            small = [torch.from_numpy(x) for x in (act, scal[0], scal[1], scal[2], w)]
+            act_b, ret_b, term_b, disc_b, w_b = (torch.from_numpy(x) for x in (act, *scal))
         else:
-            scal_d = scal_t.to(self.device, non_blocking=self._pin)
-            small = [
-                act_t.to(self.device, non_blocking=self._pin),
-                *scal_d.unbind(0),
-                torch.from_numpy(w).to(self.device),
-            ]
-        act_b, ret_b, term_b, disc_b, w_b = small
+            act_b = act_t.to(self.device, non_blocking=self._pin)
+            ret_b, term_b, disc_b, w_b = scal_t.to(self.device, non_blocking=self._pin).unbind(0)
         if lay.flat:
             return Batch(obs[0], act_b, ret_b, after[0], term_b, disc_b, w_b, torch.from_numpy(idx))
         return Batch(tuple(obs), act_b, ret_b, tuple(after), term_b, disc_b, w_b, torch.from_numpy(idx))
@@ -577,11 +577,12 @@ class ReplayMemory:
             if saved != mine:
                 raise CheckpointError(
                     f"replay memory file {path} was saved with {key}={saved}, but this memory has {key}={mine}; "
-                    "use the settings of the saved run (env.n_envs, env.hist_len, memory.*)"
+                    "use the settings of the saved run (env.n_envs, env.hist_len, env.act_buf_len, memory.*, gamma)"
                 )
 
 
 _TORCH_DTYPES = {
+    "float16": torch.float16,
     "float32": torch.float32,
     "float64": torch.float64,
     "uint8": torch.uint8,

@@ -66,12 +66,14 @@ def generate_blocks(
     weights = _weights(catalogue)
     start = Block("straight", 1)
     start_cells, pose0 = place(start, Pose((0, 0), 0))
-    occupied = set(start_cells)
+    # the cell behind the start stays empty: the strip's closed end faces it
+    occupied = {*start_cells, (-1, 0)}
     chosen: list[Block] = []
     budget = [_NODE_BUDGET]
 
     def finish_fits(pose: Pose) -> bool:
-        cells, _ = place(Block("straight", 2), pose)
+        # finish block, run-off block, and the empty cell the closed end faces
+        cells, _ = place(Block("straight", 3), pose)
         return not occupied.intersection(cells)
 
     def search(pose: Pose, prev: Block | None) -> bool:
@@ -120,6 +122,19 @@ def generate_track(
     ``width``. Layouts that fail validation are discarded; after ``max_attempts``
     failures :class:`TrackError` is raised.
     """
+    return generate(seed, n_blocks, min_radius, n_checkpoints, width, name, max_attempts)[0]
+
+
+def generate(
+    seed: int,
+    n_blocks: int = 16,
+    min_radius: float = 16.0,
+    n_checkpoints: int = 4,
+    width: float = 20.0,
+    name: str | None = None,
+    max_attempts: int = 20,
+) -> tuple[Track, list[Block]]:
+    """As :func:`generate_track`, also returning the blocks between the start and finish blocks."""
     if n_blocks < 1:
         raise TrackError(f"n_blocks must be >= 1, got {n_blocks}")
     if not 0 <= n_checkpoints <= n_blocks:
@@ -133,7 +148,7 @@ def generate_track(
     for _ in range(max_attempts):
         try:
             blocks = generate_blocks(rng, n_blocks, min_radius, width)
-            return build_track(blocks, name, width=width, n_checkpoints=n_checkpoints)
+            return build_track(blocks, name, width=width, n_checkpoints=n_checkpoints), blocks
         except TrackError as e:
             last_error = str(e)
     raise TrackError(f"seed {seed}: no valid track of {n_blocks} blocks in {max_attempts} attempts ({last_error})")

@@ -31,6 +31,7 @@ import numpy as np
 from evo_rl.config import CarConfig
 from evo_rl.errors import TrackError
 from evo_rl.sim.track import Track
+from evo_rl.sim.world import START_AHEAD
 
 # accel_limits(v [K], car) -> (max_forward_accel [K], max_brake_decel [K], max_lateral_accel [K]), m/s²
 LimitsFn = Callable[[np.ndarray, CarConfig], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -84,21 +85,29 @@ class Reference:
 # --------------------------------------------------------------------------- corridor
 
 
-def resample_sections(track: Track, step: float = STEP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def resample_sections(
+    track: Track, step: float = STEP, cut: tuple[int, float] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split every quad into cross-sections at most ``step`` metres apart.
 
     The new cross-sections interpolate the quad's walls linearly, so they lie
-    exactly on the strip's walls. Returns ``left [K, 2]``, ``right [K, 2]`` and
+    exactly on the strip's walls. ``cut = (quad, t)`` adds one more cross-section
+    at fraction ``t`` of that quad. Returns ``left [K, 2]``, ``right [K, 2]`` and
     ``section [M+1]`` (the fine index of each original cross-section).
     """
     seg = np.linalg.norm(np.diff(track.center, axis=0), axis=1)  # [M]
     parts = np.maximum(1, np.ceil(seg / step - 1e-9)).astype(np.int64)  # [M]
-    section = np.concatenate([[0], np.cumsum(parts)])  # [M+1]
+    first = np.concatenate([[0], np.cumsum(parts)])  # [M+1] uniform fine index of each cross-section
     quad = np.repeat(np.arange(track.n_quads), parts)  # [K-1]
-    t = (np.arange(section[-1]) - section[quad]) / parts[quad]  # [K-1] in [0, 1)
-    t = t[:, None]
-    left = np.concatenate([track.left[quad] * (1 - t) + track.left[quad + 1] * t, track.left[-1:]])  # [K, 2]
-    right = np.concatenate([track.right[quad] * (1 - t) + track.right[quad + 1] * t, track.right[-1:]])  # [K, 2]
+    t = (np.arange(first[-1]) - first[quad]) / parts[quad]  # [K-1] in [0, 1)
+    if cut is not None and 0.0 < cut[1] < 1.0 and not np.isclose(t[quad == cut[0]], cut[1], atol=1e-6).any():
+        order = np.argsort(np.concatenate([quad + t, [cut[0] + cut[1]]]), kind="stable")
+        quad = np.concatenate([quad, [cut[0]]])[order]
+        t = np.concatenate([t, [cut[1]]])[order]
+    section = np.concatenate([np.searchsorted(quad, np.arange(track.n_quads)), [len(quad)]])  # [M+1]
+    tt = t[:, None]
+    left = np.concatenate([track.left[quad] * (1 - tt) + track.left[quad + 1] * tt, track.left[-1:]])  # [K, 2]
+    right = np.concatenate([track.right[quad] * (1 - tt) + track.right[quad + 1] * tt, track.right[-1:]])  # [K, 2]
     return left, right, section
 
 
@@ -224,33 +233,49 @@ def _box_qp(d0, d1, d2, g, lo, hi, max_iter):  # noqa: ANN001, ANN202 - numba ke
 
 
 def min_curvature_offsets(
-    center: np.ndarray, normal: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    center: np.ndarray, normal: np.ndarray, lo: np.ndarray, hi: np.ndarray, iterations: int = 3
 ) -> np.ndarray:
-    """Offsets ``alpha [K]`` minimising ``Σ |p[i-1] - 2 p[i] + p[i+1]|²`` for ``p = center + alpha * normal``.
+    """Offsets ``alpha [K]`` of the minimum-curvature line ``p = center + alpha * normal``.
 
-    ``lo <= alpha <= hi``; where ``lo == hi`` the offset is fixed.
+    Minimises ``Σ_j (n_j · (p[j-1] - 2 p[j] + p[j+1]))² / ds_j³ ≈ ∫ κ² ds`` subject to
+    ``lo <= alpha <= hi`` (fixed where ``lo == hi``), with ``n_j`` the unit normal
+    of the line found by the previous iteration (the centre line at first). Keeping
+    only the normal part of the second difference measures curvature alone, not
+    the uneven spacing of the cross-sections.
     """
     k = len(center)
+    alpha = np.clip(np.zeros(k), lo, hi)  # [K]
     if k < 3:
-        return np.clip(np.zeros(k), lo, hi)
-    # second difference of p: w_{j-1} alpha_{j-1} + w_j alpha_j + w_{j+1} alpha_{j+1} + b_j, for j = 1..K-2
-    wm, w0, wp = normal[:-2], -2.0 * normal[1:-1], normal[2:]  # [K-2, 2] each
-    b = center[:-2] - 2.0 * center[1:-1] + center[2:]  # [K-2, 2]
+        return alpha
+    lo = lo.astype(np.float64)
+    hi = hi.astype(np.float64)
     dot = lambda u, v: np.einsum("ij,ij->i", u, v)  # noqa: E731
-    d0 = np.full(k, _SMOOTH)  # [K] Hessian diagonal
-    d1 = np.zeros(k - 1)  # [K-1] H[i, i+1]
-    d2 = np.zeros(k - 2)  # [K-2] H[i, i+2]
-    g = np.zeros(k)  # [K] linear term
-    d0[:-2] += dot(wm, wm)
-    d0[1:-1] += dot(w0, w0)
-    d0[2:] += dot(wp, wp)
-    d1[:-1] += dot(wm, w0)
-    d1[1:] += dot(w0, wp)
-    d2 += dot(wm, wp)
-    g[:-2] += dot(wm, b)
-    g[1:-1] += dot(w0, b)
-    g[2:] += dot(wp, b)
-    alpha, _ = _box_qp(d0, d1, d2, g, lo.astype(np.float64), hi.astype(np.float64), 50 * k)
+    b = center[:-2] - 2.0 * center[1:-1] + center[2:]  # [K-2, 2] second difference of the centre line
+    for _ in range(iterations):
+        line = center + alpha[:, None] * normal  # [K, 2]
+        chord = line[2:] - line[:-2]  # [K-2, 2]
+        ds = 0.5 * np.linalg.norm(chord, axis=1)  # [K-2]
+        n = np.stack([-chord[:, 1], chord[:, 0]], axis=1) / np.maximum(2.0 * ds, 1e-12)[:, None]  # [K-2, 2]
+        scale = ds**-1.5  # row weight: squared rows sum to Σ κ² ds
+        # row j (j = 1..K-2): cm alpha[j-1] + c0 alpha[j] + cp alpha[j+1] + r
+        cm = scale * dot(n, normal[:-2])  # [K-2]
+        c0 = -2.0 * scale * dot(n, normal[1:-1])
+        cp = scale * dot(n, normal[2:])
+        r = scale * dot(n, b)
+        d0 = np.full(k, _SMOOTH)  # [K] Hessian diagonal
+        d1 = np.zeros(k - 1)  # [K-1] H[i, i+1]
+        d2 = np.zeros(k - 2)  # [K-2] H[i, i+2]
+        g = np.zeros(k)  # [K] linear term
+        d0[:-2] += cm * cm
+        d0[1:-1] += c0 * c0
+        d0[2:] += cp * cp
+        d1[:-1] += cm * c0
+        d1[1:] += c0 * cp
+        d2 += cm * cp
+        g[:-2] += cm * r
+        g[1:-1] += c0 * r
+        g[2:] += cp * r
+        alpha, _ = _box_qp(d0, d1, d2, g, lo, hi, 50 * k)
     return alpha
 
 
@@ -282,15 +307,22 @@ def _table(tab: np.ndarray, dv: float, v: float) -> float:
 
 
 @numba.njit(cache=True)
-def _avail(tab, lat, dv, v, kappa):  # noqa: ANN001, ANN202 - numba kernel
-    """Longitudinal acceleration left at speed ``v`` on curvature ``kappa`` (friction ellipse)."""
+def _avail(tab, lat, res, sign, dv, v, kappa):  # noqa: ANN001, ANN202 - numba kernel
+    """Net acceleration (``sign = 1``) or deceleration (``sign = -1``) left at speed ``v`` on curvature ``kappa``.
+
+    The tyre part (``tab`` minus the resistance ``res``) is capped by the friction
+    circle ``a_x² + (v² κ)² <= a_lat(v)²``; the resistance acts outside the tyres.
+    """
     a_lat = _table(lat, dv, v)
-    used = v * v * kappa / a_lat if a_lat > 0 else 1.0
-    return _table(tab, dv, v) * math.sqrt(max(0.0, 1.0 - used * used))
+    a_y = v * v * kappa
+    r = _table(res, dv, v)
+    tyre = _table(tab, dv, v) + sign * r
+    tyre = min(tyre, math.sqrt(max(0.0, a_lat * a_lat - a_y * a_y)))
+    return tyre - sign * r
 
 
 @numba.njit(cache=True)
-def _passes(ds, kappa, cap, dv, fwd, brk, lat, start):  # noqa: ANN001, ANN202 - numba kernel
+def _passes(ds, kappa, cap, dv, fwd, brk, lat, res, start):  # noqa: ANN001, ANN202 - numba kernel
     """Forward pass (engine, from rest at ``start`` and at point 0), then backward pass (brakes).
 
     Each step integrates d(v²)/ds = 2 a(v) with the midpoint rule.
@@ -303,14 +335,14 @@ def _passes(ds, kappa, cap, dv, fwd, brk, lat, start):  # noqa: ANN001, ANN202 -
             v[i] = 0.0
         kap = 0.5 * (kappa[i] + kappa[i + 1])
         w = v[i] * v[i]
-        half = w + _avail(fwd, lat, dv, v[i], kap) * ds[i]
-        w_next = w + 2.0 * _avail(fwd, lat, dv, math.sqrt(max(half, 0.0)), kap) * ds[i]
+        half = w + _avail(fwd, lat, res, 1.0, dv, v[i], kap) * ds[i]
+        w_next = w + 2.0 * _avail(fwd, lat, res, 1.0, dv, math.sqrt(max(half, 0.0)), kap) * ds[i]
         v[i + 1] = min(math.sqrt(max(w_next, 0.0)), cap[i + 1])
     for i in range(k - 2, -1, -1):
         kap = 0.5 * (kappa[i] + kappa[i + 1])
         w = v[i + 1] * v[i + 1]
-        half = w + _avail(brk, lat, dv, v[i + 1], kap) * ds[i]
-        w_prev = w + 2.0 * _avail(brk, lat, dv, math.sqrt(max(half, 0.0)), kap) * ds[i]
+        half = w + _avail(brk, lat, res, -1.0, dv, v[i + 1], kap) * ds[i]
+        w_prev = w + 2.0 * _avail(brk, lat, res, -1.0, dv, math.sqrt(max(half, 0.0)), kap) * ds[i]
         v[i] = min(v[i], math.sqrt(max(w_prev, 0.0)))
     return v
 
@@ -320,8 +352,9 @@ def speed_profile(
 ) -> np.ndarray:
     """Fastest speeds ``[K]`` along a line with segment lengths ``ds [K-1]`` and ``curvature [K]``.
 
-    From rest at point ``start``; ``v² |κ| <= a_lat(v)`` everywhere; engine acceleration
-    and braking share the grip with cornering through a friction ellipse.
+    From rest at point ``start``; ``v² |κ| <= a_lat(v)`` everywhere; the tyre part of
+    the engine's and the brakes' acceleration shares the grip with cornering
+    through the friction circle, as in :func:`evo_rl.sim.physics.dynamics`.
     """
     limits = limits or _physics_limits()
     v_grid = np.linspace(0.0, 1.5 * car.top_speed, 3001)  # [G]
@@ -335,7 +368,13 @@ def speed_profile(
         ok = mid * mid * kappa <= np.interp(mid, v_grid, lat)
         lo = np.where(ok, mid, lo)
         hi = np.where(ok, hi, mid)
-    return _passes(ds.astype(np.float64), kappa, lo, dv, fwd, brk, lat, int(start))
+    res = resistance(v_grid, car)  # [G]
+    return _passes(ds.astype(np.float64), kappa, lo, dv, fwd, brk, lat, res, int(start))
+
+
+def resistance(v: np.ndarray, car: CarConfig) -> np.ndarray:
+    """Deceleration ``[K]`` by drag and rolling resistance at speeds ``v [K]``, m/s²."""
+    return (car.drag * v * v + car.rolling_resistance) / car.mass
 
 
 def segment_times(ds: np.ndarray, speed: np.ndarray) -> np.ndarray:
@@ -388,8 +427,14 @@ def compute_reference(
     return ref
 
 
+def start_fraction(track: Track) -> float:
+    """Fraction of the start quad between the start line and where :class:`World` puts the cars at a reset."""
+    length = float(np.linalg.norm(track.center[track.start + 1] - track.center[track.start]))
+    return min(START_AHEAD, 0.5 * length) / length
+
+
 def _compute(track: Track, car: CarConfig, safety: float, step: float, limits: LimitsFn | None) -> Reference:
-    left, right, section = resample_sections(track, step)
+    left, right, section = resample_sections(track, step, cut=(track.start, start_fraction(track)))
     center = 0.5 * (left + right)  # [K, 2]
     across = left - right  # [K, 2]
     half = 0.5 * np.linalg.norm(across, axis=1)  # [K]
@@ -401,7 +446,8 @@ def _compute(track: Track, car: CarConfig, safety: float, step: float, limits: L
             f"track {track.name!r} is {2 * half.min():.1f} m wide at its narrowest; the racing line needs "
             f"2 * (car.half_width + safety) = {2 * margin:.1f} m: lower car.half_width or widen the track"
         )
-    start, finish = int(section[track.start]), int(section[track.finish])
+    start_line, finish = int(section[track.start]), int(section[track.finish])
+    start = start_line + 1  # the cars' start position, a cut of the start quad
     lo, hi = -bound, bound.copy()
     lo[start] = hi[start] = 0.0
     offset = min_curvature_offsets(center, normal, lo, hi)  # [K]

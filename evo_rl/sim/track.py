@@ -88,8 +88,9 @@ class Track:
 
     def save(self, path: str | Path) -> None:
         """Write the track as a text file (format: docs/tracks.md); floats round-trip exactly."""
-        if "\n" in self.name or not self.name.strip():
-            raise TrackError(f"track name {self.name!r} must be one non-empty line to be saved")
+        if not self.name.strip() or any(c in self.name for c in "#\r\n"):
+            raise TrackError(f"track name {self.name!r} must be one non-empty line without '#' to be saved")
+        checkpoints = "".join(f" {int(c)}" for c in self.checkpoints)
         lines = [
             f"{FORMAT_HEADER} {FORMAT_VERSION}",
             f"name {self.name.strip()}",
@@ -97,9 +98,8 @@ class Track:
             f"height {self.height!r}",
             f"start {self.start}",
             f"finish {self.finish}",
-            "checkpoints " + " ".join(str(int(c)) for c in self.checkpoints),
+            f"checkpoints{checkpoints}",
         ]
-        lines[-1] = lines[-1].rstrip()
         lines += [
             f"{float(lx)!r} {float(ly)!r} {float(rx)!r} {float(ry)!r}"
             for (lx, ly), (rx, ry) in zip(self.left, self.right, strict=True)
@@ -116,11 +116,16 @@ class Track:
             text = p.read_text()
         except (OSError, UnicodeDecodeError) as e:
             raise TrackError(f"track file {p} cannot be read as text: {e}") from None
-        track = _parse(text, str(p))
+        track, lines = _parse(text, str(p))
+        try:
+            _check_indices(track)
+        except TrackError as e:
+            where = ", ".join(f"{k} on line {lines[k]}" for k in ("start", "finish", "checkpoints"))
+            raise TrackError(f"track file {p}: {e} ({where})") from None
         try:
             track.validate()
         except TrackError as e:
-            raise TrackError(f"track file {p}: {e}") from None
+            raise TrackError(f"track file {p}: {e} (cross-section k is on line {lines['sections']} + k)") from None
         return track
 
     # ------------------------------------------------------------------ centreline import
@@ -133,7 +138,7 @@ class Track:
         name: str = "imported",
         n_checkpoints: int = 4,
         spacing: float = 3.0,
-        smoothing: float = 2.0,
+        smoothing: float = 4.0,
         start_offset: float = 6.0,
         finish_offset: float = 6.0,
         height: float | None = None,
@@ -243,11 +248,21 @@ def segment_distances(p1: np.ndarray, p2: np.ndarray, q1: np.ndarray, q2: np.nda
 
 
 def _candidate_pairs(a: np.ndarray, b: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``i < j`` of segments whose bounding boxes, grown by ``margin``, overlap."""
+    """Pairs ``i < j`` of segments whose bounding boxes, grown by ``margin``, overlap (sweep along x)."""
     lo = np.minimum(a, b) - margin  # [S, 2]
     hi = np.maximum(a, b) + margin  # [S, 2]
-    overlap = (lo[:, None, :] <= hi[None, :, :]).all(axis=2) & (lo[None, :, :] <= hi[:, None, :]).all(axis=2)
-    i, j = np.nonzero(np.triu(overlap, k=1))
+    order = np.argsort(lo[:, 0], kind="stable")
+    lo_x = lo[order, 0]
+    # segments after p in x order whose box starts before p's box ends overlap it along x
+    end = np.searchsorted(lo_x, hi[order, 0], side="right")  # [S]
+    count = np.maximum(end - np.arange(len(order)) - 1, 0)  # [S]
+    p = np.repeat(np.arange(len(order)), count)  # [K]
+    q = p + 1 + np.arange(len(p)) - np.repeat(np.cumsum(count) - count, count)  # [K]
+    i, j = order[p], order[q]
+    keep = (lo[i, 1] <= hi[j, 1]) & (lo[j, 1] <= hi[i, 1])
+    i, j = i[keep], j[keep]
+    swap = i > j
+    i[swap], j[swap] = j[swap], i[swap]
     return i, j
 
 
@@ -320,7 +335,8 @@ def even_checkpoints(
 # ---------------------------------------------------------------------- text format
 
 
-def _parse(text: str, source: str) -> Track:
+def _parse(text: str, source: str) -> tuple[Track, dict[str, int]]:
+    """The track in ``text`` and the line numbers of its header keys and first cross-section."""
     def fail(lineno: int, msg: str) -> TrackError:
         return TrackError(f"track file {source}, line {lineno}: {msg}")
 
@@ -386,7 +402,9 @@ def _parse(text: str, source: str) -> Track:
             raise fail(n, f"cross-section values must be finite, found {line!r}")
     if len(sections) < 3:
         raise TrackError(f"track file {source}: needs at least 3 cross-section lines, found {len(sections)}")
-    return Track(name, sections[:, :2], sections[:, 2:], width, start, finish, np.asarray(checkpoints), height)
+    lines = {key: n for key, (n, _) in header.items()} | {"sections": rows[body][0]}
+    track = Track(name, sections[:, :2], sections[:, 2:], width, start, finish, np.asarray(checkpoints), height)
+    return track, lines
 
 
 # ---------------------------------------------------------------------- centreline import

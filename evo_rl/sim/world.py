@@ -165,12 +165,12 @@ class World:
         t = self.track
         with self._parallel():
             step_cars(
-            self._params, self._ratios, self._top, self.inset, self.edges, t.s, t.center, self._cp_count,
-            t.finish, self._actions, self.analog, self.dt, self.sim.substeps,
-            self.pos, self.yaw, self.vel, self.yaw_rate, self.steer, self.gear, self.rpm, self.quad,
-            self.progress_s, self.lateral, self.wall_contact, self.checkpoints, self.cp_forward,
-            self.cp_backward, self.finished, self.race_time,
-        )  # fmt: skip
+                self._params, self._ratios, self._top, self.inset, self.edges, t.s, t.center, self._cp_count,
+                t.finish, self._actions, self.analog, self.dt, self.sim.substeps,
+                self.pos, self.yaw, self.vel, self.yaw_rate, self.steer, self.gear, self.rpm, self.quad,
+                self.progress_s, self.lateral, self.wall_contact, self.checkpoints, self.cp_forward,
+                self.cp_backward, self.finished, self.race_time,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ readings
 
@@ -208,9 +208,9 @@ class World:
         out = _output(out, (self.n, cam.height, cam.width), np.uint8, "images")
         with self._parallel():
             images_cars(
-            self.edges, self.track.s, self._gate, self.pos, self.yaw, self.quad, self._cols, self._depth, self._sky,
-            self._focal, self._horizon, cam.eye_height, cam.wall_height, cam.range, out,
-        )  # fmt: skip
+                self.edges, self.track.s, self._gate, self.pos, self.yaw, self.quad, self._cols, self._depth,
+                self._sky, self._focal, self._horizon, cam.eye_height, cam.wall_height, cam.range, out,
+            )  # fmt: skip
         return out
 
 

@@ -16,7 +16,7 @@ def _series(records: list[dict[str, Any]], *keys: str) -> tuple[list[float], lis
         for k in keys:
             value = value.get(k) if isinstance(value, dict) else None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            xs.append(r["env_steps"] / 1e6)
+            xs.append(float(r["env_steps"]))
             ys.append(float(value))
     return xs, ys
 
@@ -28,6 +28,7 @@ def plot_run(metrics_path: str | Path, out: str | Path, title: str | None = None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter, MaxNLocator
 
     path = Path(metrics_path)
     if not path.is_file():
@@ -42,7 +43,9 @@ def plot_run(metrics_path: str | Path, out: str | Path, title: str | None = None
     fig.suptitle(title or path.parent.name, fontsize=14)
     for ax in axes.flat:
         ax.grid(alpha=0.3)
-        ax.set_xlabel("environment steps (millions)")
+        ax.set_xlabel("environment steps")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.xaxis.set_major_locator(MaxNLocator(6))
 
     ax = axes[0, 0]
     x, avg = _series(train, "episode", "reward_avg")

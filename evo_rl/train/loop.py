@@ -1,0 +1,545 @@
+"""The local training loop of ``evo-rl train``.
+
+Off-policy (SAC, REDQ-SAC), one iteration::
+
+    N cars of a vector env -> actions (random for train.start_steps, then the actor)
+    -> env step -> batched replay insert -> updates_per_step * N gradient updates on
+    sampled batches (+ priority updates with prioritised replay)
+
+On-policy (PPO): a rollout of ``algo.ppo.n_steps`` car-steps, then ``update(rollout)``.
+
+Around both, on wall-clock schedules of active (not paused) time: metrics every
+``train.log_every_seconds``, deterministic evaluation episodes every
+``train.eval_every_minutes``, checkpoints every ``train.checkpoint_every_minutes``;
+at the end (budget reached, Ctrl-C or SIGTERM) a last evaluation (not on a signal)
+and a checkpoint. ``evo-rl pause RUN`` stops stepping and learning until
+``evo-rl resume RUN``; the state stays in memory.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from evo_rl.algos import make_agent
+from evo_rl.algos.state import flatten_state, unflatten_state
+from evo_rl.config import EvoConfig
+from evo_rl.errors import CheckpointError
+from evo_rl.train.checkpoint import CheckpointManager, rng_state, set_rng_state
+from evo_rl.train.dashboard import Dashboard
+from evo_rl.train.evaluate import EvalResult, Evaluator
+from evo_rl.train.logger import MetricsLogger
+from evo_rl.train.policy import save_policy
+from evo_rl.train.run import RunDir
+
+CONTROL_POLL_SECONDS = 0.25  # how often the pause file is looked at
+DASHBOARD_SECONDS = 0.25  # how often the dashboard snapshot is refreshed
+REPLAY_FILE = "memory.npz"
+
+
+@dataclass
+class Counters:
+    """Everything that counts up over a run; saved in every checkpoint."""
+
+    env_steps: int = 0  # car-steps over all cars
+    updates: int = 0  # gradient updates (PPO: minibatch steps)
+    episodes: int = 0
+    finishes: int = 0
+    timeouts: int = 0  # episodes truncated at env.max_steps
+    checkpoints_passed: int = 0  # checkpoint gates crossed over all finished training episodes
+    evaluations: int = 0
+    elapsed: float = 0.0  # active training seconds over all sessions
+    sessions: int = 0  # times the run was started (1 + resumes)
+    update_debt: float = 0.0  # fractional updates owed (updates_per_step * car-steps not yet spent)
+    best_score: float | None = None
+    best_lap_time: float | None = None
+
+
+@dataclass
+class Interval:
+    """Statistics gathered between two log lines."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    checkpoints: list[int] = field(default_factory=list)
+    finishes: int = 0
+    timeouts: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    terms: dict[str, float] = field(default_factory=dict)  # per-term sums over ended episodes
+    metric_sums: dict[str, float] = field(default_factory=dict)
+    metric_counts: int = 0
+    env_steps: int = 0
+    updates: int = 0
+    seconds: float = 0.0
+
+    def add_metrics(self, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.metric_sums[k] = self.metric_sums.get(k, 0.0) + v
+        self.metric_counts += 1
+
+    def losses(self) -> dict[str, float]:
+        return {k: v / self.metric_counts for k, v in self.metric_sums.items()} if self.metric_counts else {}
+
+    def episode_summary(self) -> dict[str, Any] | None:
+        n = len(self.returns)
+        if not n:
+            return None
+        return {
+            "count": n,
+            "reward_avg": float(np.mean(self.returns)),
+            "reward_max": float(np.max(self.returns)),
+            "reward_min": float(np.min(self.returns)),
+            "length_avg": float(np.mean(self.lengths)),
+            "checkpoints_avg": float(np.mean(self.checkpoints)),
+            "checkpoints_max": int(np.max(self.checkpoints)),
+            "finishes": self.finishes,
+            "timeouts": self.timeouts,
+            "finish_rate": self.finishes / n,
+            "end_reasons": dict(self.reasons),
+            "terms": {k: v / n for k, v in self.terms.items()},
+        }
+
+
+class ActiveClock:
+    """Seconds of active (not paused) time since construction."""
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+        self._paused_total = 0.0
+        self._paused_at: float | None = None
+
+    def __call__(self) -> float:
+        now = self._paused_at if self._paused_at is not None else time.monotonic()
+        return now - self._start - self._paused_total
+
+    def pause(self) -> None:
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+
+    def unpause(self) -> None:
+        if self._paused_at is not None:
+            self._paused_total += time.monotonic() - self._paused_at
+            self._paused_at = None
+
+
+def configure_torch(cfg: EvoConfig) -> None:
+    """Seed torch and set its CPU threads (``train.torch_threads``; 0 keeps torch's choice)."""
+    torch.manual_seed(cfg.train.seed)
+    if cfg.train.torch_threads > 0:
+        torch.set_num_threads(cfg.train.torch_threads)
+
+
+class Trainer:
+    """One training session of a run folder (a new run, or a resumed one).
+
+    ``Trainer(cfg, run, resume=True)`` restores the last good checkpoint:
+    counters, agent and optimiser state, replay memory and RNG states.
+    ``train()`` runs until the budget is spent or a signal arrives and returns
+    the final counters.
+    """
+
+    def __init__(
+        self,
+        cfg: EvoConfig,
+        run: RunDir,
+        resume: bool = False,
+        minutes: float | None = None,
+        dashboard: Dashboard | None = None,
+    ) -> None:
+        from evo_rl.envs.vector import VecTrackEnv
+
+        self.cfg = cfg
+        self.run = run
+        self.minutes = minutes if minutes is not None else cfg.train.minutes
+        configure_torch(cfg)
+        self.rng = np.random.default_rng(cfg.train.seed)
+        self.env = VecTrackEnv(cfg)
+        self.n_envs = self.env.num_envs
+        self.agent = make_agent(cfg, self.env.single_observation_space, self.env.single_action_space, cfg.train.device)
+        self.on_policy = hasattr(self.agent, "make_rollout")
+        self.memory = None
+        self.rollout = None
+        if self.on_policy:
+            self.rollout = self.agent.make_rollout(self.n_envs)
+        else:
+            from evo_rl.memory import ObsLayout, ReplayMemory
+
+            layout = ObsLayout.from_space(
+                self.env.single_observation_space, cfg.env.hist_len, cfg.env.act_buf_len, cfg.env.flavour
+            )
+            gamma = getattr(self.agent, "config", cfg.algo.sac).gamma
+            self.memory = ReplayMemory.from_config(
+                cfg.memory, layout, self.n_envs, gamma, str(self.agent.device), cfg.train.seed
+            )
+        self.evaluator = Evaluator(cfg, cfg.train.eval_episodes)
+        self.checkpoints = CheckpointManager(run.checkpoints_dir, cfg.train.keep_best)
+        self.counters = Counters()
+        self.last_eval: EvalResult | None = None
+        self.dashboard = dashboard or Dashboard(run.name, self._budget(), cfg.train.dashboard)
+        self._env_rng_state: dict[str, Any] | None = None
+        self._notes: list[str] = []
+        if resume:
+            self._restore()
+        self.counters.sessions += 1
+        self._stop: str | None = None
+        self._term_sums = {}  # term -> [N] running sums of the current episodes
+
+    # ------------------------------------------------------------------ budget
+
+    def _budget(self) -> tuple[str, float]:
+        if self.minutes is not None:
+            return ("minutes", self.minutes)
+        return ("steps", float(self.cfg.train.total_steps))
+
+    def _fraction(self, session_elapsed: float) -> float:
+        frac = self.counters.env_steps / self.cfg.train.total_steps
+        if self.minutes is not None:
+            frac = max(frac, session_elapsed / (60.0 * self.minutes))
+        return min(1.0, frac)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, skeleton = flatten_state(self.agent.state_dict(), prefix="agent")
+        rng_js, rng_tensors = rng_state(self.rng)
+        tensors.update(rng_tensors)
+        c = self.counters
+        state = {
+            **c.__dict__,
+            "agent": skeleton,
+            "rng": rng_js,
+            "env_rng": self.env.np_random.bit_generator.state,
+            "last_eval": self.last_eval.to_dict() if self.last_eval else None,
+        }
+        return tensors, state
+
+    def save_checkpoint(self) -> None:
+        tensors, state = self._state()
+        score = self.last_eval.score if self.last_eval else None
+        write = None
+        if self.memory is not None and self.cfg.train.save_replay:
+            memory = self.memory
+
+            def write(folder):  # noqa: ANN001, ANN202 - callback of CheckpointManager.save
+                folder.mkdir()
+                memory.save(folder / REPLAY_FILE)
+
+        path = self.checkpoints.save(tensors, state, score=score, write_replay=write)
+        self._save_policy()
+        self.dashboard.message(f"checkpoint saved: {path.name}")
+
+    def _restore(self) -> None:
+        ck = self.checkpoints.load_latest(report=self._warn)
+        if ck is None:
+            raise CheckpointError(
+                f"run {self.run.path} has no checkpoint to resume from; start it again without --resume"
+            )
+        agent_tensors = {k: v for k, v in ck.tensors.items() if k.startswith("agent/")}
+        self.agent.load_state_dict(unflatten_state(agent_tensors, ck.state["agent"]))
+        set_rng_state(self.rng, ck.state["rng"], ck.tensors)
+        for name in Counters.__dataclass_fields__:
+            if name in ck.state:
+                setattr(self.counters, name, ck.state[name])
+        if ck.state.get("last_eval"):
+            self.last_eval = EvalResult(**{k: v for k, v in ck.state["last_eval"].items()})
+        self._env_rng_state = ck.state.get("env_rng")
+        if self.memory is not None:
+            if ck.replay_path is not None:
+                self.memory.load(ck.replay_path / REPLAY_FILE)
+            else:
+                self._warn(f"checkpoint {ck.path.name} holds no replay memory; continuing with an empty one")
+        self._notes.append(
+            f"resumed from {ck.path.name}: {self.counters.env_steps:,} env steps, {self.counters.updates:,} updates"
+            + (f", {len(self.memory):,} transitions in replay" if self.memory is not None else "")
+        )
+
+    def _warn(self, text: str) -> None:
+        self._notes.append(f"warning: {text}")
+
+    def _save_policy(self, path=None) -> None:  # noqa: ANN001
+        ev = self.last_eval.to_dict() if self.last_eval else None
+        save_policy(
+            path or self.run.policy_path, self.agent.actor, self.cfg, env_steps=self.counters.env_steps, eval=ev
+        )
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> EvalResult:
+        actor = self.agent.actor
+        result = self.evaluator.run(lambda obs: actor.act(obs, test=True))
+        c = self.counters
+        c.evaluations += 1
+        self.last_eval = result
+        improved = c.best_score is None or result.score > c.best_score
+        if improved:
+            c.best_score = result.score
+            self._save_policy(self.run.path / "policy-best.safetensors")
+        if result.best_lap_time is not None and (c.best_lap_time is None or result.best_lap_time < c.best_lap_time):
+            c.best_lap_time = result.best_lap_time
+        self._save_policy()
+        ref = result.reference_lap_time
+        lap = "no finish" if result.mean_lap_time is None else f"mean lap {result.mean_lap_time:.2f} s"
+        ratio = f" ({result.lap_time_ratio:.3f}x reference {ref:.2f} s)" if result.lap_time_ratio else ""
+        self.dashboard.message(
+            f"evaluation {c.evaluations}: finish rate {100 * result.finish_rate:.0f}%, {lap}{ratio}, "
+            f"progress {100 * result.mean_progress:.0f}%"
+        )
+        self.logger.log(
+            {"time": time.time(), "elapsed": c.elapsed, "env_steps": c.env_steps, "updates": c.updates}
+            | {"eval": result.to_dict()}
+        )
+        return result
+
+    # ------------------------------------------------------------------ episodes
+
+    def _record_step(self, reward: np.ndarray, infos: dict[str, Any], terminated, truncated) -> None:  # noqa: ANN001
+        for name, values in infos.get("reward_terms", {}).items():
+            sums = self._term_sums.get(name)
+            if sums is None:
+                sums = self._term_sums[name] = np.zeros(self.n_envs)
+            sums += values
+        done = np.asarray(terminated) | np.asarray(truncated)
+        if not done.any():
+            return
+        final = infos.get("final_info", infos)
+        idx = np.flatnonzero(done)
+        iv, c = self.interval, self.counters
+        finished = np.asarray(final["finished"])[idx]
+        reasons = np.asarray(infos["end_reason"])[idx]
+        timeouts = int(np.sum(reasons == "time_limit"))
+        iv.returns.extend(np.asarray(final["episode_return"])[idx].tolist())
+        iv.lengths.extend(np.asarray(final["episode_steps"])[idx].tolist())
+        cps = np.asarray(final["checkpoints"])[idx]
+        iv.checkpoints.extend(cps.tolist())
+        iv.finishes += int(finished.sum())
+        iv.timeouts += timeouts
+        for r in reasons:
+            iv.reasons[str(r)] = iv.reasons.get(str(r), 0) + 1
+        for name, sums in self._term_sums.items():
+            iv.terms[name] = iv.terms.get(name, 0.0) + float(sums[idx].sum())
+            sums[idx] = 0.0
+        c.episodes += len(idx)
+        c.finishes += int(finished.sum())
+        c.timeouts += timeouts
+        c.checkpoints_passed += int(cps.sum())
+
+    # ------------------------------------------------------------------ stepping
+
+    def _offpolicy_step(self) -> None:
+        cfg, c = self.cfg, self.counters
+        obs = self.obs
+        if c.env_steps < cfg.train.start_steps:
+            actions = self.rng.uniform(-1.0, 1.0, (self.n_envs, 3)).astype(np.float32)  # [N, 3]
+        else:
+            actions = self.agent.actor.act(obs, test=False)  # [N, 3]
+        next_obs, reward, terminated, truncated, infos = self.env.step(actions)
+        self.memory.add(
+            obs, np.clip(actions, -1.0, 1.0), reward, terminated, truncated, infos.get("final_obs"), infos.get("_final_obs")
+        )
+        self._record_step(reward, infos, terminated, truncated)
+        self.obs = next_obs
+        c.env_steps += self.n_envs
+        self.interval.env_steps += self.n_envs
+        if c.env_steps < cfg.train.start_steps or len(self.memory) < cfg.memory.batch_size:
+            return
+        c.update_debt += self.n_envs * cfg.train.updates_per_step
+        prioritized = cfg.memory.prioritized
+        while c.update_debt >= 1.0:
+            batch = self.memory.sample(cfg.memory.batch_size)
+            metrics = self.agent.update(batch)
+            if prioritized and getattr(self.agent, "td_error", None) is not None:
+                self.memory.update_priorities(batch.indices, self.agent.td_error)
+            self.interval.add_metrics(metrics)
+            c.update_debt -= 1.0
+            c.updates += 1
+            self.interval.updates += 1
+
+    def _onpolicy_step(self) -> None:
+        c, rollout = self.counters, self.rollout
+        step = self.agent.policy_step(self.obs)
+        next_obs, reward, terminated, truncated, infos = self.env.step(step.action)
+        final_value = self.agent.final_values(infos, truncated)
+        rollout.add(self.obs, step.raw_action, step.log_prob, step.value, reward, terminated, truncated, final_value)
+        self._record_step(reward, infos, terminated, truncated)
+        self.obs = next_obs
+        c.env_steps += self.n_envs
+        self.interval.env_steps += self.n_envs
+        if rollout.full:
+            rollout.compute_returns_and_advantages(self.agent.value(next_obs))
+            before = self.agent.num_updates
+            self.interval.add_metrics(self.agent.update(rollout))
+            rollout.reset()
+            done = self.agent.num_updates - before
+            c.updates += done
+            self.interval.updates += done
+
+    # ------------------------------------------------------------------ signals and control
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop = signal.Signals(signum).name
+        self.dashboard.message(f"{self._stop}: saving a checkpoint before exiting (again to quit at once)")
+
+    def request_stop(self, reason: str = "stop") -> None:
+        """Ask the loop to save and return at the next step (thread-safe)."""
+        self._stop = reason
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, self._on_signal)
+        return old
+
+    # ------------------------------------------------------------------ logging
+
+    def _snapshot(self, session_elapsed: float, paused: bool) -> dict[str, Any]:
+        c, ev = self.counters, self.last_eval
+        return {
+            "fraction": self._fraction(session_elapsed),
+            "elapsed": c.elapsed,
+            "env_steps": c.env_steps,
+            "updates": c.updates,
+            "episodes": c.episodes,
+            "replay_size": len(self.memory) if self.memory is not None else 0,
+            "episode": self.shown_episode,
+            "losses": self.shown_losses,
+            "env_steps_per_s": self.shown_rates[0],
+            "updates_per_s": self.shown_rates[1],
+            "finishes": c.finishes,
+            "timeouts": c.timeouts,
+            "eval": ev.to_dict() if ev else None,
+            "best_lap_time": c.best_lap_time,
+            "reference_lap_time": self.evaluator.reference_lap_time,
+            "evaluations": c.evaluations,
+            "paused": paused,
+            "status": "learning" if c.env_steps >= self.cfg.train.start_steps else "collecting random steps",
+        }
+
+    def _log_interval(self) -> None:
+        c, iv = self.counters, self.interval
+        seconds = max(iv.seconds, 1e-9)
+        self.shown_rates = (iv.env_steps / seconds, iv.updates / seconds)
+        episode = iv.episode_summary()
+        if episode is not None:
+            self.shown_episode = episode
+        losses = iv.losses()
+        if losses:
+            self.shown_losses = losses
+        record = {
+            "time": time.time(),
+            "elapsed": c.elapsed,
+            "env_steps": c.env_steps,
+            "updates": c.updates,
+            "episodes": c.episodes,
+            "env_steps_per_s": self.shown_rates[0],
+            "updates_per_s": self.shown_rates[1],
+            "finishes": c.finishes,
+            "timeouts": c.timeouts,
+            "checkpoints_passed": c.checkpoints_passed,
+            "replay_size": len(self.memory) if self.memory is not None else 0,
+        }
+        if episode is not None:
+            record["episode"] = episode
+        if losses:
+            record["losses"] = losses
+        self.logger.log(record)
+        self.interval = Interval()
+
+    # ------------------------------------------------------------------ main loop
+
+    def train(self) -> Counters:
+        """Run the session; returns the counters at its end."""
+        cfg, c = self.cfg, self.counters
+        self.logger = MetricsLogger(self.run.path, cfg, self.run.name)
+        self.interval = Interval()
+        self.shown_episode: dict[str, Any] | None = None
+        self.shown_losses: dict[str, float] = {}
+        self.shown_rates = (0.0, 0.0)
+        self.run.mark_running()
+        old_handlers = self._install_signals()
+        self.obs, _ = self.env.reset(seed=cfg.env.seed + 7919 * (c.sessions - 1))
+        if self._env_rng_state is not None:
+            self.env.np_random.bit_generator.state = self._env_rng_state
+        step = self._onpolicy_step if self.on_policy else self._offpolicy_step
+        clock = ActiveClock()
+        elapsed_before = c.elapsed
+        next_log = cfg.train.log_every_seconds
+        next_eval = 60.0 * cfg.train.eval_every_minutes
+        next_ckpt = 60.0 * cfg.train.checkpoint_every_minutes
+        next_poll = next_show = 0.0
+        interval_start = 0.0
+        paused = False
+        reason = "done"
+        try:
+            with self.dashboard:
+                for note in self._notes:
+                    self.dashboard.message(note)
+                self.dashboard.message(
+                    f"run folder {self.run.path}: {cfg.algo.name} on {cfg.env.track} ({cfg.env.flavour}), "
+                    f"{self.n_envs} cars, device {self.agent.device}"
+                )
+                while True:
+                    now = clock()
+                    c.elapsed = elapsed_before + now
+                    if self._stop is not None:
+                        reason = self._stop
+                        break
+                    if c.env_steps >= cfg.train.total_steps:
+                        reason = "total_steps reached"
+                        break
+                    if self.minutes is not None and now >= 60.0 * self.minutes:
+                        reason = "time budget reached"
+                        break
+                    if now >= next_poll:
+                        next_poll = now + CONTROL_POLL_SECONDS
+                        if self.run.is_paused() != paused:
+                            paused = not paused
+                            (clock.pause if paused else clock.unpause)()
+                            self.dashboard.message("paused" if paused else "resumed")
+                            self.dashboard.update(self._snapshot(now, paused), log_line=True)
+                    if paused:
+                        time.sleep(CONTROL_POLL_SECONDS)
+                        next_poll = 0.0
+                        self.dashboard.update(self._snapshot(now, paused))
+                        continue
+                    step()
+                    if now >= next_log:
+                        self.interval.seconds = now - interval_start
+                        interval_start = now
+                        next_log = now + cfg.train.log_every_seconds
+                        self._log_interval()
+                        self.dashboard.update(self._snapshot(now, paused), log_line=True)
+                        next_show = now + DASHBOARD_SECONDS
+                    elif now >= next_show:
+                        next_show = now + DASHBOARD_SECONDS
+                        self.dashboard.update(self._snapshot(now, paused))
+                    if now >= next_eval:
+                        self.evaluate()
+                        next_eval = clock() + 60.0 * cfg.train.eval_every_minutes
+                    if now >= next_ckpt:
+                        self.save_checkpoint()
+                        next_ckpt = clock() + 60.0 * cfg.train.checkpoint_every_minutes
+                c.elapsed = elapsed_before + clock()
+                self.interval.seconds = clock() - interval_start
+                self._log_interval()
+                self.dashboard.message(f"stopping: {reason}")
+                if reason not in ("SIGINT", "SIGTERM"):
+                    self.evaluate()
+                self.save_checkpoint()
+                self.dashboard.update(self._snapshot(clock(), False), log_line=True)
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            self.logger.close()
+            self.run.mark_stopped()
+        self.stop_reason = reason
+        return c
