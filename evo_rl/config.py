@@ -304,8 +304,8 @@ class TrainConfig(Section):
     wandb: bool = Field(False, description="also log to Weights & Biases (needs the wandb package)")
     wandb_project: str = Field("evo-rl", description="Weights & Biases project of the run (train.wandb: true)")
     save_replay: bool = Field(True, description="store the replay memory in the latest checkpoint (resume keeps it)")
-    dashboard: Literal["auto", "rich", "plain", "off"] = Field(
-        "auto", description="auto: live dashboard on a terminal, log lines otherwise; rich, plain or off force one"
+    dashboard: Literal["auto", "rich", "plain", "none"] = Field(
+        "auto", description="auto: live dashboard on a terminal, log lines otherwise; rich, plain or none (silent) force one"
     )
 
 

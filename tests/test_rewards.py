@@ -12,7 +12,7 @@ from evo_rl.config import EpisodeConfig, RewardTermConfig
 from evo_rl.errors import ConfigError, EvoError
 from evo_rl.rewards import Reference, RewardManager, StepContext, resample
 from evo_rl.rewards.reference import as_points3, load_reference, project_on_track, save_reference
-from evo_rl.rewards.trajectory import search_best
+from evo_rl.rewards.trajectory import DELTA, search_best, straight_runs
 from evo_rl.sim.track import Track
 
 HEIGHT = 9.0
@@ -231,15 +231,19 @@ def test_progress_trajectory_finish_and_constant(hairpin: Track) -> None:
 
 
 def test_search_skips_give_the_same_index() -> None:
-    """The kernel skips points that cannot be nearer; compare with the point-by-point loop
-    on uneven references (resample off) and far-away cars."""
+    """The kernel skips points that cannot be nearer; compare with the point-by-point loop on
+    uneven references (resample off), references of straights and turns, and far-away cars."""
     rng = np.random.default_rng(1)
-    for trial in range(30):
+    for trial in range(60):
         k = 300
-        steps = rng.uniform(0.0, 0.3, (k, 3)) * [1, 0.1, 1]
-        data = np.cumsum(steps * rng.choice([-1, 1], (k, 3)), axis=0)
+        if trial % 2:
+            data = np.cumsum(rng.uniform(0.0, 0.3, (k, 3)) * [1, 0.1, 1] * rng.choice([-1, 1], (k, 3)), axis=0)
+        else:
+            heading = np.cumsum(np.where(rng.random(k) < 0.05, rng.normal(0, 1.0, k), 0.0))
+            data = np.cumsum(np.stack([np.cos(heading), np.zeros(k), np.sin(heading)], 1) * 0.1, axis=0)
         step = float(np.linalg.norm(np.diff(data, axis=0), axis=1).max()) * (1 + 1e-9)
-        f, b = int(rng.integers(1, 80)), int(rng.integers(1, 20))
+        f, b = int(rng.integers(1, 120)), int(rng.integers(1, 20))
+        tangent, run = straight_runs(data, DELTA, f)
         stray = float(rng.uniform(0.5, 20))
         for _ in range(20):
             cur = int(rng.integers(0, k))
@@ -247,8 +251,18 @@ def test_search_skips_give_the_same_index() -> None:
             oracle = TmrlReward(data, f, b, max_stray=stray)
             oracle.cur = cur
             oracle.step(pos)
-            got = search_best(data, step, pos[0], pos[1], pos[2], cur, f, b, stray)
+            got = search_best(data, tangent, run, step, pos[0], pos[1], pos[2], cur, f, b, stray)
             assert got == oracle.cur, (trial, cur)
+
+
+def test_straight_runs() -> None:
+    line = np.stack([np.arange(50) * 0.1, np.zeros(50), np.zeros(50)], 1)  # 4.9 m straight
+    bend = line[-1] + np.stack([np.zeros(20), np.zeros(20), np.arange(1, 21) * 0.1], 1)  # then a right angle
+    tangent, run = straight_runs(np.concatenate([line, bend]), 0.05, 1000)
+    assert run[0] == 49 and run[10] == 39  # up to the corner point
+    assert run[48] == 1  # the corner's next point is off the ray beyond
+    np.testing.assert_allclose(tangent[0], [1, 0, 0])
+    assert straight_runs(line, 0.05, 7)[1][0] == 7  # capped
 
 
 # --------------------------------------------------------------------------- NumPy terms
@@ -559,13 +573,32 @@ def test_reference_files(tmp_path) -> None:
         load_reference(tmp_path / "nope.npy")
 
 
-def test_project_on_track_matches_brute_force(hairpin: Track) -> None:
-    rng = np.random.default_rng(4)
-    pts = np.stack([rng.uniform(-5, 115, 50), rng.uniform(-5, 35, 50)], 1)
-    s, lat = project_on_track(hairpin, pts, chunk=7)
-    for i, q in enumerate(pts):
-        sb, lb, _ = _ref_track_coords(hairpin, as_points3(q[None].repeat(2, 0), HEIGHT))
-        assert s[i] == pytest.approx(sb[0], abs=1e-9) and lat[i] == pytest.approx(lb[0], abs=1e-9)
+def test_reference_uses_the_world_track_coordinates() -> None:
+    """A reference recorded from a car: at each recorded point the car's own progress and
+    lateral give offset 0 and the recorded distance along; off-strip points use the nearest segment."""
+    from evo_rl.sim.generate import generate_track
+    from evo_rl.sim.world import World
+
+    track = generate_track(5, n_blocks=6)
+    w = World(track, 1)
+    w.reset()
+    rows, coords = [w.position3()[0]], [(w.progress_s[0], w.lateral[0])]
+    for t in range(120):
+        w.step(np.array([[1.0, 0.0, np.clip(0.6 * np.sin(t / 9) - 0.1 * w.lateral[0], -1, 1)]], np.float32))
+        rows.append(w.position3()[0])
+        coords.append((w.progress_s[0], w.lateral[0]))
+    pts, coords = np.array(rows), np.array(coords)
+    ref = Reference(pts, track)
+    assert ref._s.size > 100  # the car kept moving forward
+    kept = np.isin(coords[:, 0], ref._s)
+    np.testing.assert_allclose(ref.offset(coords[kept, 0], coords[kept, 1]), 0.0, atol=1e-9)
+    along = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+    np.testing.assert_allclose(ref.along(coords[kept, 0]), along[kept], atol=1e-9)
+    # points off the strip go to their nearest centre-line segment
+    off = np.array([[track.center[3, 0], track.center[3, 1]]]) + 500.0
+    s, lat = project_on_track(track, off)
+    sb, lb, _ = _ref_track_coords(track, as_points3(np.repeat(off, 2, 0), HEIGHT))
+    assert s[0] == pytest.approx(sb[0], abs=1e-9) and lat[0] == pytest.approx(lb[0], abs=1e-9)
 
 
 def test_parallel_kernel_matches_serial() -> None:
@@ -574,6 +607,7 @@ def test_parallel_kernel_matches_serial() -> None:
     rng = np.random.default_rng(5)
     data = resample(np.cumsum(rng.normal(0, 3, (100, 3)) * [1, 0.1, 1], axis=0))
     step = float(np.linalg.norm(np.diff(data, axis=0), axis=1).max()) * (1 + 1e-9)
+    tangent, run = straight_runs(data, DELTA, 50)
     n = 300
     state = [rng.integers(0, len(data), n), rng.integers(0, 100, n), rng.integers(0, 12, n)]
     pos = data[rng.integers(0, len(data), n)] + rng.normal(0, 3, (n, 3))
@@ -581,7 +615,7 @@ def test_parallel_kernel_matches_serial() -> None:
     for kernel in (trajectory_step, trajectory_step_parallel):
         cur, steps, fails = (a.astype(np.int64).copy() for a in state)
         reward, term = np.zeros(n), np.zeros(n, bool)
-        kernel(data, step, pos, cur, steps, fails, 50, 10, 20.0, 70, 10, reward, term)
+        kernel(data, tangent, run, step, pos, cur, steps, fails, 50, 10, 20.0, 70, 10, reward, term)
         outs.append((cur, steps, fails, reward, term))
     for a, b in zip(*outs, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -621,3 +655,36 @@ def test_with_the_simulator() -> None:
         total += out.terms["progress_trajectory"]
     assert total[:-1].min() > 1.0  # the driving cars covered tens of metres of reference
     assert m.terms[0].failure_counter[-1] > 10  # the braking car hit the failure countdown
+
+
+# --------------------------------------------------------------------------- the example configs in the environment
+
+
+@pytest.mark.parametrize("name", ["tmrl", "checkpoint", "racing-line"])
+def test_example_configs_in_the_vector_env(name: str) -> None:
+    from pathlib import Path
+
+    from evo_rl.config import load_config
+    from evo_rl.envs.vector import VecTrackEnv
+    from evo_rl.sim.expert import ExpertDriver
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"reward-{name}.yaml"
+    cfg = load_config(path, ["env.n_envs=4", "env.track=evo-mini"])
+    env = VecTrackEnv(cfg)
+    env.reset(seed=0)
+    driver = ExpertDriver(env.track, cfg.car)
+    labels = [t.name or t.term for t in cfg.reward]
+    sums = np.zeros(4)
+    reasons = set()
+    for _ in range(400):  # 20 s: a lap of evo-mini for the expert
+        a = driver.act(env.world)
+        a[3] = [0.0, 1.0, 0.0]  # one car never drives off
+        _, reward, _, _, info = env.step(a)
+        assert list(info["reward_terms"]) == labels
+        np.testing.assert_allclose(reward, sum(info["reward_terms"].values()), rtol=1e-5, atol=1e-4)
+        sums += reward
+        reasons |= set(info["end_reason"][info["end_reason"] != ""])
+    assert sums[0] > sums[3] + 50  # driving the lap pays more than standing still
+    assert "finish" in reasons
+    if name == "tmrl":
+        assert "failure_countdown" in reasons  # the car that stands still

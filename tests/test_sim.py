@@ -464,3 +464,37 @@ def test_camera_horizon_walls_and_motion() -> None:
     world.quad[0] = 2
     assert world.images()[0, int(horizon) + 1 :, 32].max() >= 0.9 * 235
     assert world._gate[3] == GATE_CHECKPOINT
+
+
+def test_serial_and_parallel_kernels_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    import evo_rl.sim.world as world_module
+
+    track = s_track()
+    rng = np.random.default_rng(7)
+    actions = rng.uniform(-1.0, 1.0, (10, 64, 3)).astype(np.float32)
+    results = []
+    for threshold in (1, 10**9):  # every kernel parallel, then every kernel on the calling thread
+        monkeypatch.setattr(world_module, "PARALLEL_CARS", threshold)
+        monkeypatch.setattr(world_module, "PARALLEL_IMAGES", threshold)
+        world = World(track, 64)
+        randomise(world, np.random.default_rng(8), max_speed=60.0)
+        for a in actions:
+            world.step(a)
+        results.append([getattr(world, k).copy() for k in ref.STATE] + [world.lidar(), world.images()])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bench_sim_runs() -> None:
+    import argparse
+
+    from evo_rl.bench import sim as bench_sim
+
+    parser = argparse.ArgumentParser()
+    bench_sim.add_arguments(parser)
+    for obs in ("lidar", "full"):
+        out = bench_sim.run(parser.parse_args(["--cars", "4", "--seconds", "0.2", "--obs", obs, "--track", "evo-test"]))
+        assert out["cars"] == 4 and out["obs"] == obs and out["steps"] > 0
+        assert out["car_steps_per_s"] > 0 and out["realtime_factor"] == pytest.approx(
+            out["car_steps_per_s"] / 20, abs=0.1
+        )

@@ -54,7 +54,7 @@ def _record(args: argparse.Namespace) -> int:
     import numpy as np
 
     from evo_rl.rewards import save_reference
-    from evo_rl.sim.reference import run_expert_lap
+    from evo_rl.sim.expert import run_expert_lap
     from evo_rl.sim.tracks import get_track
 
     cfg = config_from_args(args)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evo_rl.cli.common import add_config_args, config_from_args, print_json
 from evo_rl.errors import EvoError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from evo_rl.sim.render import TopView
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,9 +66,7 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'name':15s} {'length m':>9s} {'cps':>4s} {'lap s':>6s}  description")
     for r in rows:
-        print(
-            f"{r['name']:15s} {r['length_m']:9.0f} {r['checkpoints']:4d} {r['lap_time_s']:6.1f}  {r['description']}"
-        )
+        print(f"{r['name']:15s} {r['length_m']:9.0f} {r['checkpoints']:4d} {r['lap_time_s']:6.1f}  {r['description']}")
     return 0
 
 
@@ -87,11 +91,24 @@ def _show(args: argparse.Namespace) -> int:
         img = view.draw_base(racing_line=ref.line, racing_speed=ref.speed)
         text.append(f"reference lap {ref.lap_time:.2f} s, top speed {ref.speed.max() * 3.6:.0f} km/h")
         summary["lap_time_s"] = round(ref.lap_time, 2)
-    view.draw_text(img, text)
+    page = _with_header(view, img, text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    img.save(args.out)
+    page.save(args.out)
     print_json(summary)
     return 0
+
+
+def _with_header(view: TopView, img: Image, lines: list[str]) -> Image:
+    """``img`` below a band holding ``lines`` of text, so the text never covers the track."""
+    from PIL import Image
+
+    from evo_rl.sim.render import GRASS
+
+    band = 12 + 22 * len(lines)
+    page = Image.new("RGB", (img.width, img.height + band), GRASS)
+    page.paste(img, (0, band))
+    view.draw_text(page, lines, xy=(view.margin, 6), size=16)
+    return page
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from evo_rl.errors import EvoError
+from evo_rl.sim.geometry import locate, strip_edges, track_coords
 from evo_rl.sim.track import Track
 
 SPACING = 0.1  # distance between the points of a resampled trajectory, m (as TMRL's reward.pkl)
@@ -170,10 +171,22 @@ class Reference:
 
 
 def project_on_track(track: Track, points: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Arc length along the centre line and signed lateral offset of plane points ``[P, 2]``.
+    """Track coordinates of plane points ``[P, 2]``: progress (arc length, m) and lateral offset (m, left positive).
 
-    Each point goes to its nearest centre-line segment.
+    Points on the strip get the simulator's own coordinates (those of ``World.progress_s``
+    and ``World.lateral``); points off it are projected on their nearest centre-line segment.
     """
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    edges = strip_edges(track.left, track.right)
+    quads = locate(edges, points)  # [P], -1 off the strip
+    s_out, lat_out = _nearest_segment(track, points, chunk)
+    on = quads >= 0
+    if on.any():
+        s_out[on], lat_out[on] = track_coords(edges, track.s, track.center, quads[on], points[on])
+    return s_out, lat_out
+
+
+def _nearest_segment(track: Track, points: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     a = track.center[:-1]  # [M, 2]
     d = np.diff(track.center, axis=0)  # [M, 2]
     seg_len = np.maximum(np.linalg.norm(d, axis=1), 1e-12)  # [M]
@@ -183,13 +196,11 @@ def project_on_track(track: Track, points: np.ndarray, chunk: int = 256) -> tupl
         p = points[i : i + chunk, None, :]  # [C, 1, 2]
         v = p - a  # [C, M, 2]
         t = np.clip((v * d).sum(-1) / seg_len**2, 0.0, 1.0)  # [C, M]
-        foot = a + t[..., None] * d  # [C, M, 2]
-        dist2 = ((p - foot) ** 2).sum(-1)  # [C, M]
+        dist2 = ((v - t[..., None] * d) ** 2).sum(-1)  # [C, M]
         k = np.argmin(dist2, axis=1)  # [C]
         rows = np.arange(len(k))
         s_out[i : i + chunk] = track.s[k] + t[rows, k] * seg_len[k]
-        cross = d[k, 0] * v[rows, k, 1] - d[k, 1] * v[rows, k, 0]
-        lat_out[i : i + chunk] = cross / seg_len[k]
+        lat_out[i : i + chunk] = (d[k, 0] * v[rows, k, 1] - d[k, 1] * v[rows, k, 0]) / seg_len[k]
     return s_out, lat_out
 
 

@@ -15,9 +15,8 @@ The reference is resampled into points 0.1 m apart. Each car keeps an index
    episode. Progress resets that count.
 4. ``cur = best``; ``end_of_track`` at the finish and ``constant_penalty`` every step are added.
 
-The walks skip points that provably cannot be nearer than the best so far
-(consecutive points are at most ``step`` apart), which gives the same result as
-visiting every point at a fraction of the cost.
+The forward walk skips points that provably cannot be nearer than the best so far,
+which gives the same result as visiting every point at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -31,7 +30,8 @@ from pydantic import Field
 from evo_rl.config import Section
 from evo_rl.rewards.base import RewardTerm, StepContext, register
 
-_EPS = 1e-7  # margin, m, for rounding in the skip bound
+_EPS = 1e-7  # margin, m, for rounding in the skip bounds
+DELTA = 0.05  # m: a straight run's points stay this close to their ray
 
 
 @nb.njit(cache=True, inline="always")
@@ -43,8 +43,40 @@ def _dist(data: np.ndarray, i: int, px: float, py: float, pz: float) -> float:
 
 
 @nb.njit(cache=True)
+def straight_runs(data: np.ndarray, delta: float, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per point ``i``: the unit direction to the next point, ``[Q, 3]``, and how many of the
+    following points (at most ``cap``) lie within ``delta`` of the ray from ``i`` along it, ``[Q]``."""
+    n = data.shape[0]
+    tangent = np.zeros((n, 3))
+    run = np.zeros(n, np.int64)
+    for i in range(n - 1):
+        ux = data[i + 1, 0] - data[i, 0]
+        uy = data[i + 1, 1] - data[i, 1]
+        uz = data[i + 1, 2] - data[i, 2]
+        length = np.sqrt(ux * ux + uy * uy + uz * uz)
+        if length == 0.0:
+            continue
+        ux, uy, uz = ux / length, uy / length, uz / length
+        tangent[i, 0], tangent[i, 1], tangent[i, 2] = ux, uy, uz
+        k = 0
+        while i + k + 1 < n and k < cap:
+            vx = data[i + k + 1, 0] - data[i, 0]
+            vy = data[i + k + 1, 1] - data[i, 1]
+            vz = data[i + k + 1, 2] - data[i, 2]
+            t = max(vx * ux + vy * uy + vz * uz, 0.0)
+            ex, ey, ez = vx - t * ux, vy - t * uy, vz - t * uz  # offset from the ray
+            if ex * ex + ey * ey + ez * ez > delta * delta:
+                break
+            k += 1
+        run[i] = k
+    return tangent, run
+
+
+@nb.njit(cache=True)
 def search_best(
     data: np.ndarray,
+    tangent: np.ndarray,
+    run: np.ndarray,
     step: float,
     px: float,
     py: float,
@@ -54,8 +86,15 @@ def search_best(
     check_backward: int,
     max_stray: float,
 ) -> int:
-    """The new index of one car at (px, py, pz) whose index was ``cur`` (steps 1 and 3 above)."""
+    """The new index of one car at (px, py, pz) whose index was ``cur`` (steps 1 and 3 above).
+
+    Skips keep the result of the point-by-point walk: past a point at distance ``d``,
+    the next ``(d - min_d) / step`` points are farther than ``min_d`` (consecutive points
+    are at most ``step`` apart), and when the car is at least ``min_d + DELTA`` from the
+    ray of a straight run, so is every point of the run.
+    """
     n = data.shape[0]
+    inv_step = 1.0 / step if step > 0.0 else 0.0
     min_d = np.inf
     best = cur
     index = cur
@@ -67,10 +106,17 @@ def search_best(
             min_d = d
             best = index
             patience = check_forward
-        elif step > 0.0:
-            skip = int((d - min_d - _EPS) / step)  # next points that stay farther than min_d
-            if skip < 0:
-                skip = 0
+        else:
+            skip = max(int((d - min_d - _EPS) * inv_step), 0)
+            if run[index] > skip and d - DELTA > min_d + _EPS:
+                ahead = (
+                    (px - data[index, 0]) * tangent[index, 0]
+                    + (py - data[index, 1]) * tangent[index, 1]
+                    + (pz - data[index, 2]) * tangent[index, 2]
+                )
+                to_ray = d if ahead <= 0.0 else np.sqrt(max(d * d - ahead * ahead, 0.0))
+                if to_ray - DELTA > min_d + _EPS:
+                    skip = run[index]
         index += 1 + skip
         patience -= 1 + skip
         if index >= n or patience <= 0:
@@ -89,10 +135,8 @@ def search_best(
             min_d = d
             best = index
             patience = check_backward
-        elif step > 0.0:
-            skip = int((d - min_d - _EPS) / step)
-            if skip < 0:
-                skip = 0
+        else:
+            skip = max(int((d - min_d - _EPS) * inv_step), 0)
         index -= 1 + skip
         patience -= 1 + skip
         if index <= 0 or patience <= 0:
@@ -102,6 +146,8 @@ def search_best(
 
 def _trajectory_step(
     data: np.ndarray,
+    tangent: np.ndarray,
+    run: np.ndarray,
     step: float,
     pos: np.ndarray,
     cur: np.ndarray,
@@ -119,7 +165,7 @@ def _trajectory_step(
     for i in nb.prange(pos.shape[0]):
         step_counter[i] += 1
         best = search_best(
-            data, step, pos[i, 0], pos[i, 1], pos[i, 2], cur[i], check_forward, check_backward, max_stray
+            data, tangent, run, step, pos[i, 0], pos[i, 1], pos[i, 2], cur[i], check_forward, check_backward, max_stray
         )
         progressed = best > cur[i]
         reward[i] = (best - cur[i]) / 100.0 if progressed else 0.0
@@ -165,6 +211,7 @@ class ProgressTrajectory(RewardTerm):
         self.data = np.ascontiguousarray(pts, dtype=np.float64)  # [Q, 3]
         chords = np.linalg.norm(np.diff(self.data, axis=0), axis=1)
         self.step = float(chords.max()) * (1 + 1e-9) if len(chords) else 0.0  # m, bound on consecutive distance
+        self.tangent, self.run = straight_runs(self.data, DELTA, self.params.check_forward)  # [Q, 3], [Q]
         self.cur = np.zeros(n_envs, np.int64)  # [N] index of each car on the reference
         self.step_counter = np.zeros(n_envs, np.int64)  # [N]
         self.failure_counter = np.zeros(n_envs, np.int64)  # [N]
@@ -184,6 +231,8 @@ class ProgressTrajectory(RewardTerm):
         kernel = trajectory_step_parallel if self.n_envs >= PARALLEL_MIN_CARS else trajectory_step
         kernel(
             self.data,
+            self.tangent,
+            self.run,
             self.step,
             pos,
             self.cur,

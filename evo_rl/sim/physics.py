@@ -18,8 +18,11 @@ One sub-step of length ``dt`` for one car (docs/simulator.md has the equations):
 5. drag ``drag * v^2`` and ``rolling_resistance`` slow the car along its velocity;
 6. the car's centre moves along its velocity by a :func:`~evo_rl.sim.geometry.trace`
    over the strip inset by ``half_width``; at a wall it stops on the wall, the speed
-   into the wall bounces back times ``wall_restitution`` and the speed along the wall
-   loses ``wall_friction`` times the impulse (Coulomb friction).
+   into the wall bounces back times ``wall_restitution``, the speed along the wall
+   loses ``wall_friction`` times the impulse (Coulomb friction) and the rest of the
+   sub-step continues with the new velocity (the car slides along the wall).
+
+:func:`accel_limits` gives the same model's acceleration limits for speed profiles.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ SLIP_TIME = 0.05  # s over which gripping tyres remove sideways slip
 STOP_SPEED = 1.0  # m/s: below this forward speed the brake pedal drives backwards
 WALL_GAP = 1e-7  # m a car is lifted off a wall it stopped on, so it can slide along it
 MAX_CONTACTS = 3  # wall contacts handled within one sub-step; the rest of the motion is dropped
+
+# the World's per-car state arrays, in the order the kernels take them
+STATE = ("pos", "yaw", "vel", "yaw_rate", "steer", "gear", "rpm", "quad", "progress_s", "lateral", "wall_contact",
+         "checkpoints", "cp_forward", "cp_backward", "finished", "race_time")  # fmt: skip
 
 # indices into the parameter vector built by car_params (compile-time constants in the kernels)
 P_INV_MASS = 0
@@ -270,87 +277,80 @@ def wrap_angle(a: float) -> float:
     return a
 
 
+@numba.njit(cache=True)
+def step_car(
+    i: int, tables: tuple, state: tuple, actions: np.ndarray, finish: int, analog: bool, h: float, substeps: int
+) -> None:
+    """One control step of car ``i`` in ``substeps`` sub-steps of ``h`` seconds, in place.
+
+    ``tables = (params, gear_ratios, gear_top_speed, inset_edges, edges, s, center, cp_count)``
+    with ``cp_count[q]`` the number of checkpoint gates at or behind quad ``q``'s back gate;
+    ``state`` holds the World's arrays in the order of :data:`STATE`.
+    """
+    p, ratios, top, inset, edges, s, center, cp_count = tables
+    (pos, yaw, vel, yaw_rate, steer, gear, rpm, quad, progress_s, lateral, wall_contact, checkpoints,
+     cp_forward, cp_backward, finished, race_time) = state  # fmt: skip
+    gas = pedal(actions[i, 0], analog)
+    brake = pedal(actions[i, 1], analog)
+    cmd = actions[i, 2]
+    x = pos[i, 0]
+    y = pos[i, 1]
+    vx = vel[i, 0]
+    vy = vel[i, 1]
+    psi = yaw[i]
+    st = steer[i]
+    g = gear[i]
+    q0 = quad[i]
+    q = q0
+    r = rpm[i]
+    w = yaw_rate[i]
+    done = finished[i]
+    clock = race_time[i]
+    contact = False
+    for _ in range(substeps):
+        vx, vy, w, st, g, r = dynamics(p, ratios, top, gas, brake, cmd, psi, vx, vy, st, g, h)
+        q_prev = q
+        x, y, vx, vy, q, hit = move(p, inset, q, x, y, vx, vy, h)
+        psi = wrap_angle(psi + w * h)
+        contact = contact or hit
+        if not done:
+            clock += h
+            if q_prev < finish <= q:
+                done = True
+    pos[i, 0] = x
+    pos[i, 1] = y
+    vel[i, 0] = vx
+    vel[i, 1] = vy
+    yaw[i] = psi
+    yaw_rate[i] = w
+    steer[i] = st
+    gear[i] = g
+    rpm[i] = r
+    quad[i] = q
+    wall_contact[i] = contact
+    finished[i] = done
+    race_time[i] = clock
+    ahead = cp_count[q] - cp_count[q0]
+    cp_forward[i] = max(ahead, 0)
+    cp_backward[i] = max(-ahead, 0)
+    checkpoints[i] = max(checkpoints[i], cp_count[q])
+    progress_s[i] = quad_progress(edges, s, q, x, y)
+    lateral[i] = quad_lateral(center, q, x, y)
+
+
 @numba.njit(cache=True, parallel=True)
 def step_cars(
-    p: np.ndarray,
-    ratios: np.ndarray,
-    top: np.ndarray,
-    inset: np.ndarray,
-    edges: np.ndarray,
-    s: np.ndarray,
-    center: np.ndarray,
-    cp_count: np.ndarray,
-    finish: int,
-    actions: np.ndarray,
-    analog: bool,
-    dt: float,
-    substeps: int,
-    pos: np.ndarray,
-    yaw: np.ndarray,
-    vel: np.ndarray,
-    yaw_rate: np.ndarray,
-    steer: np.ndarray,
-    gear: np.ndarray,
-    rpm: np.ndarray,
-    quad: np.ndarray,
-    progress_s: np.ndarray,
-    lateral: np.ndarray,
-    wall_contact: np.ndarray,
-    checkpoints: np.ndarray,
-    cp_forward: np.ndarray,
-    cp_backward: np.ndarray,
-    finished: np.ndarray,
-    race_time: np.ndarray,
+    tables: tuple, state: tuple, actions: np.ndarray, finish: int, analog: bool, dt: float, substeps: int
 ) -> None:
-    """One control step of every car, in place. ``actions [N, 3]`` float64, already finite and clipped.
-
-    ``cp_count[q]`` is the number of checkpoint gates at or behind quad ``q``'s back gate.
-    """
-    h = dt / substeps
+    """One control step of every car (threads over cars). ``actions [N, 3]`` float64, finite and clipped."""
     for i in numba.prange(actions.shape[0]):
-        gas = pedal(actions[i, 0], analog)
-        brake = pedal(actions[i, 1], analog)
-        cmd = actions[i, 2]
-        x = pos[i, 0]
-        y = pos[i, 1]
-        vx = vel[i, 0]
-        vy = vel[i, 1]
-        psi = yaw[i]
-        st = steer[i]
-        g = gear[i]
-        q0 = quad[i]
-        q = q0
-        r = rpm[i]
-        w = yaw_rate[i]
-        done = finished[i]
-        clock = race_time[i]
-        contact = False
-        for _ in range(substeps):
-            vx, vy, w, st, g, r = dynamics(p, ratios, top, gas, brake, cmd, psi, vx, vy, st, g, h)
-            q_prev = q
-            x, y, vx, vy, q, hit = move(p, inset, q, x, y, vx, vy, h)
-            psi = wrap_angle(psi + w * h)
-            contact = contact or hit
-            if not done:
-                clock += h
-                if q_prev < finish <= q:
-                    done = True
-        pos[i, 0] = x
-        pos[i, 1] = y
-        vel[i, 0] = vx
-        vel[i, 1] = vy
-        yaw[i] = psi
-        yaw_rate[i] = w
-        steer[i] = st
-        gear[i] = g
-        rpm[i] = r
-        quad[i] = q
-        wall_contact[i] = contact
-        finished[i] = done
-        race_time[i] = clock
-        ahead = cp_count[q] - cp_count[q0]
-        cp_forward[i] = max(ahead, 0)
-        cp_backward[i] = max(-ahead, 0)
-        checkpoints[i] = max(checkpoints[i], cp_count[q])
-        progress_s[i] = quad_progress(edges, s, q, x, y)
-        lateral[i] = quad_lateral(center, q, x, y)
+        step_car(i, tables, state, actions, finish, analog, dt / substeps, substeps)
+
+
+@numba.njit(cache=True)
+def step_cars_serial(
+    tables: tuple, state: tuple, actions: np.ndarray, finish: int, analog: bool, dt: float, substeps: int
+) -> None:
+    """:func:`step_cars` on the calling thread, for a few cars."""
+    for i in range(actions.shape[0]):
+        step_car(i, tables, state, actions, finish, analog, dt / substeps, substeps)

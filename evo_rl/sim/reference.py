@@ -38,7 +38,9 @@ LimitsFn = Callable[[np.ndarray, CarConfig], tuple[np.ndarray, np.ndarray, np.nd
 
 SAFETY = 1.0  # m kept between the car's side and a wall, beyond car.half_width
 STEP = 1.0  # m between the line's cross-sections (at most)
+ITERATIONS = 16  # curvature refinements of the racing line after the first solve
 _SMOOTH = 1e-8  # weight of sum(alpha²): picks the centred line where curvature does not care
+_PROXIMAL = 1e-5  # weight of |alpha - alpha_prev|² per refinement, times ds^-3 (the curvature rows' scale)
 _CACHE_SIZE = 32
 
 
@@ -75,6 +77,10 @@ class Reference:
         """Reference speed at racing-line arc lengths, m/s."""
         return np.interp(line_s, self.s, self.speed)
 
+    def curvature_at(self, line_s: np.ndarray) -> np.ndarray:
+        """Racing-line curvature at arc lengths ``line_s``, 1/m (left turns positive)."""
+        return np.interp(line_s, self.s, self.curvature)
+
     def point_at(self, line_s: np.ndarray) -> np.ndarray:
         """Racing-line points at arc lengths ``line_s`` ``[N]`` -> ``[N, 2]``."""
         x = np.interp(line_s, self.s, self.line[:, 0])
@@ -87,28 +93,33 @@ class Reference:
 
 def resample_sections(
     track: Track, step: float = STEP, cut: tuple[int, float] | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Split every quad into cross-sections at most ``step`` metres apart.
 
     The new cross-sections interpolate the quad's walls linearly, so they lie
     exactly on the strip's walls. ``cut = (quad, t)`` adds one more cross-section
-    at fraction ``t`` of that quad. Returns ``left [K, 2]``, ``right [K, 2]`` and
-    ``section [M+1]`` (the fine index of each original cross-section).
+    at fraction ``t`` of that quad. Returns ``left [K, 2]``, ``right [K, 2]``,
+    ``section [M+1]`` (the fine index of each original cross-section) and the fine
+    index of the cut (-1 without one).
     """
     seg = np.linalg.norm(np.diff(track.center, axis=0), axis=1)  # [M]
     parts = np.maximum(1, np.ceil(seg / step - 1e-9)).astype(np.int64)  # [M]
     first = np.concatenate([[0], np.cumsum(parts)])  # [M+1] uniform fine index of each cross-section
     quad = np.repeat(np.arange(track.n_quads), parts)  # [K-1]
     t = (np.arange(first[-1]) - first[quad]) / parts[quad]  # [K-1] in [0, 1)
-    if cut is not None and 0.0 < cut[1] < 1.0 and not np.isclose(t[quad == cut[0]], cut[1], atol=1e-6).any():
-        order = np.argsort(np.concatenate([quad + t, [cut[0] + cut[1]]]), kind="stable")
-        quad = np.concatenate([quad, [cut[0]]])[order]
-        t = np.concatenate([t, [cut[1]]])[order]
+    cut_index = -1
+    if cut is not None:
+        key = quad + t  # [K-1] increasing
+        cut_index = int(np.argmin(np.abs(key - (cut[0] + cut[1]))))
+        if abs(key[cut_index] - (cut[0] + cut[1])) > 1e-9:
+            cut_index = int(np.searchsorted(key, cut[0] + cut[1]))
+            quad = np.insert(quad, cut_index, cut[0])
+            t = np.insert(t, cut_index, cut[1])
     section = np.concatenate([np.searchsorted(quad, np.arange(track.n_quads)), [len(quad)]])  # [M+1]
     tt = t[:, None]
     left = np.concatenate([track.left[quad] * (1 - tt) + track.left[quad + 1] * tt, track.left[-1:]])  # [K, 2]
     right = np.concatenate([track.right[quad] * (1 - tt) + track.right[quad + 1] * tt, track.right[-1:]])  # [K, 2]
-    return left, right, section
+    return left, right, section, cut_index
 
 
 # --------------------------------------------------------------------------- minimum-curvature QP
@@ -179,22 +190,38 @@ def _solve_free(d0, d1, d2, g, x, free):  # noqa: ANN001, ANN202 - numba kernel
 
 
 @numba.njit(cache=True)
-def _box_qp(d0, d1, d2, g, lo, hi, max_iter):  # noqa: ANN001, ANN202 - numba kernel
+def _gradient(d0, d1, d2, g, x, i):  # noqa: ANN001, ANN202 - numba kernel
+    """Component ``i`` of the gradient ``H x + g``."""
+    n = len(x)
+    grad = g[i]
+    for j in range(max(0, i - 2), min(n, i + 3)):
+        grad += _h(d0, d1, d2, i, j) * x[j]
+    return grad
+
+
+@numba.njit(cache=True)
+def _box_qp(d0, d1, d2, g, lo, hi, x0, state, max_iter):  # noqa: ANN001, ANN202 - numba kernel
     """min ½ xᵀHx + gᵀx subject to lo <= x <= hi, H pentadiagonal positive definite.
 
-    Primal active set: take the Newton step of the free variables, stop at the
-    first bound it crosses and hold that variable there; at a feasible stationary
-    point release every held variable whose gradient points into the box.
+    Primal active set, warm-started from ``x0`` and ``state [n]`` (0 free, -1 held
+    at ``lo``, +1 held at ``hi``; updated in place): take the Newton step of the
+    free variables, stop at the first bound it crosses and hold that variable
+    there; at a stationary point release every held variable whose gradient
+    points into the box. Returns the minimiser and the number of iterations.
     """
     n = len(g)
-    x = np.minimum(np.maximum(np.zeros(n), lo), hi)
-    state = np.zeros(n, np.int64)  # 0 free, -1 held at lo, +1 held at hi, 2 fixed (lo == hi)
+    x = np.minimum(np.maximum(x0.copy(), lo), hi)
     for i in range(n):
         if hi[i] - lo[i] <= 1e-12:
-            state[i] = 2
+            state[i] = 2  # fixed
+        elif state[i] == 2:
+            state[i] = 0
+        if state[i] == 1:
+            x[i] = hi[i]
+        elif state[i] == -1:
+            x[i] = lo[i]
     for it in range(max_iter):
-        free = state == 0
-        y = _solve_free(d0, d1, d2, g, x, free)
+        y = _solve_free(d0, d1, d2, g, x, state == 0)
         t = 1.0
         block = -1
         for i in range(n):
@@ -221,9 +248,7 @@ def _box_qp(d0, d1, d2, g, lo, hi, max_iter):  # noqa: ANN001, ANN202 - numba ke
         released = 0
         for i in range(n):
             if state[i] == -1 or state[i] == 1:
-                grad = g[i]
-                for j in range(max(0, i - 2), min(n, i + 3)):
-                    grad += _h(d0, d1, d2, i, j) * x[j]
+                grad = _gradient(d0, d1, d2, g, x, i)
                 if (state[i] == -1 and grad < -1e-10) or (state[i] == 1 and grad > 1e-10):
                     state[i] = 0
                     released += 1
@@ -232,16 +257,53 @@ def _box_qp(d0, d1, d2, g, lo, hi, max_iter):  # noqa: ANN001, ANN202 - numba ke
     return x, max_iter
 
 
-def min_curvature_offsets(
-    center: np.ndarray, normal: np.ndarray, lo: np.ndarray, hi: np.ndarray, iterations: int = 3
-) -> np.ndarray:
-    """Offsets ``alpha [K]`` of the minimum-curvature line ``p = center + alpha * normal``.
+def _curvature_rows(
+    center: np.ndarray, normal: np.ndarray, alpha: np.ndarray, tangential: float
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Rows ``(cm, c0, cp, r)`` ``[K-2]`` each: ``cm a[j-1] + c0 a[j] + cp a[j+1] + r`` is a weighted
+    component of the second difference of ``p = center + a * normal`` at ``j = 1..K-2``.
 
-    Minimises ``Σ_j (n_j · (p[j-1] - 2 p[j] + p[j+1]))² / ds_j³ ≈ ∫ κ² ds`` subject to
-    ``lo <= alpha <= hi`` (fixed where ``lo == hi``), with ``n_j`` the unit normal
-    of the line found by the previous iteration (the centre line at first). Keeping
-    only the normal part of the second difference measures curvature alone, not
-    the uneven spacing of the cross-sections.
+    Components: along the normal of the line ``center + alpha * normal``, and with
+    weight ``tangential`` along its tangent; rows are scaled by ``ds^-1.5`` so their
+    squares sum to ``∫ κ² ds``.
+    """
+    line = center + alpha[:, None] * normal  # [K, 2]
+    chord = line[2:] - line[:-2]  # [K-2, 2]
+    ds = 0.5 * np.linalg.norm(chord, axis=1)  # [K-2]
+    tangent = chord / np.maximum(2.0 * ds, 1e-12)[:, None]  # [K-2, 2]
+    b = center[:-2] - 2.0 * center[1:-1] + center[2:]  # [K-2, 2] second difference of the centre line
+    rows = []
+    for direction, weight in ((np.stack([-tangent[:, 1], tangent[:, 0]], axis=1), 1.0), (tangent, tangential)):
+        if weight == 0.0:
+            continue
+        scale = math.sqrt(weight) * ds**-1.5  # [K-2]
+        rows.append(
+            (
+                scale * np.einsum("ij,ij->i", direction, normal[:-2]),
+                -2.0 * scale * np.einsum("ij,ij->i", direction, normal[1:-1]),
+                scale * np.einsum("ij,ij->i", direction, normal[2:]),
+                scale * np.einsum("ij,ij->i", direction, b),
+            )
+        )
+    return rows
+
+
+def min_curvature_offsets(
+    center: np.ndarray,
+    normal: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    iterations: int = ITERATIONS,
+    tol: float = 0.01,
+) -> np.ndarray:
+    """Offsets ``alpha [K]`` of the minimum-curvature line ``p = center + alpha * normal``, ``lo <= alpha <= hi``.
+
+    The first solve minimises the whole second difference ``Σ |p[j-1] - 2 p[j] + p[j+1]|²``,
+    a convex problem whose only flaw is that uneven spacing of the cross-sections
+    (inside of a curve, joints of long and short quads) counts as curvature. Then
+    up to ``iterations`` solves keep only the component along the normal of the
+    previous line (curvature alone), with a proximal term ``rho |alpha - alpha_prev|²``
+    that damps long swings between iterations, until ``alpha`` moves less than ``tol`` m.
     """
     k = len(center)
     alpha = np.clip(np.zeros(k), lo, hi)  # [K]
@@ -249,33 +311,29 @@ def min_curvature_offsets(
         return alpha
     lo = lo.astype(np.float64)
     hi = hi.astype(np.float64)
-    dot = lambda u, v: np.einsum("ij,ij->i", u, v)  # noqa: E731
-    b = center[:-2] - 2.0 * center[1:-1] + center[2:]  # [K-2, 2] second difference of the centre line
-    for _ in range(iterations):
-        line = center + alpha[:, None] * normal  # [K, 2]
-        chord = line[2:] - line[:-2]  # [K-2, 2]
-        ds = 0.5 * np.linalg.norm(chord, axis=1)  # [K-2]
-        n = np.stack([-chord[:, 1], chord[:, 0]], axis=1) / np.maximum(2.0 * ds, 1e-12)[:, None]  # [K-2, 2]
-        scale = ds**-1.5  # row weight: squared rows sum to Σ κ² ds
-        # row j (j = 1..K-2): cm alpha[j-1] + c0 alpha[j] + cp alpha[j+1] + r
-        cm = scale * dot(n, normal[:-2])  # [K-2]
-        c0 = -2.0 * scale * dot(n, normal[1:-1])
-        cp = scale * dot(n, normal[2:])
-        r = scale * dot(n, b)
-        d0 = np.full(k, _SMOOTH)  # [K] Hessian diagonal
+    state = np.zeros(k, np.int64)  # active set, carried from one solve to the next
+    ds = float(np.mean(np.linalg.norm(np.diff(center, axis=0), axis=1)))
+    for it in range(iterations + 1):
+        rho = _PROXIMAL / ds**3 if it > 0 else 0.0
+        d0 = np.full(k, _SMOOTH + rho)  # [K] Hessian diagonal
         d1 = np.zeros(k - 1)  # [K-1] H[i, i+1]
         d2 = np.zeros(k - 2)  # [K-2] H[i, i+2]
-        g = np.zeros(k)  # [K] linear term
-        d0[:-2] += cm * cm
-        d0[1:-1] += c0 * c0
-        d0[2:] += cp * cp
-        d1[:-1] += cm * c0
-        d1[1:] += c0 * cp
-        d2 += cm * cp
-        g[:-2] += cm * r
-        g[1:-1] += c0 * r
-        g[2:] += cp * r
-        alpha, _ = _box_qp(d0, d1, d2, g, lo, hi, 50 * k)
+        g = -rho * alpha  # [K] linear term
+        for cm, c0, cp, r in _curvature_rows(center, normal, alpha, 1.0 if it == 0 else 0.0):
+            d0[:-2] += cm * cm
+            d0[1:-1] += c0 * c0
+            d0[2:] += cp * cp
+            d1[:-1] += cm * c0
+            d1[1:] += c0 * cp
+            d2 += cm * cp
+            g[:-2] += cm * r
+            g[1:-1] += c0 * r
+            g[2:] += cp * r
+        new, _ = _box_qp(d0, d1, d2, g, lo, hi, alpha, state, 50 * k)
+        moved = float(np.abs(new - alpha).max())
+        alpha = new
+        if it > 0 and moved < tol:
+            break
     return alpha
 
 
@@ -434,7 +492,7 @@ def start_fraction(track: Track) -> float:
 
 
 def _compute(track: Track, car: CarConfig, safety: float, step: float, limits: LimitsFn | None) -> Reference:
-    left, right, section = resample_sections(track, step, cut=(track.start, start_fraction(track)))
+    left, right, section, start = resample_sections(track, step, cut=(track.start, start_fraction(track)))
     center = 0.5 * (left + right)  # [K, 2]
     across = left - right  # [K, 2]
     half = 0.5 * np.linalg.norm(across, axis=1)  # [K]
@@ -446,8 +504,7 @@ def _compute(track: Track, car: CarConfig, safety: float, step: float, limits: L
             f"track {track.name!r} is {2 * half.min():.1f} m wide at its narrowest; the racing line needs "
             f"2 * (car.half_width + safety) = {2 * margin:.1f} m: lower car.half_width or widen the track"
         )
-    start_line, finish = int(section[track.start]), int(section[track.finish])
-    start = start_line + 1  # the cars' start position, a cut of the start quad
+    finish = int(section[track.finish])
     lo, hi = -bound, bound.copy()
     lo[start] = hi[start] = 0.0
     offset = min_curvature_offsets(center, normal, lo, hi)  # [K]

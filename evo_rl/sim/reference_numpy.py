@@ -15,8 +15,7 @@ import numpy as np
 from evo_rl.sim import physics as ph
 from evo_rl.sim.geometry import BACK, FRONT, HIT_LEFT, HIT_NONE
 
-STATE = ("pos", "yaw", "vel", "yaw_rate", "steer", "gear", "rpm", "quad", "progress_s", "lateral", "wall_contact",
-         "checkpoints", "cp_forward", "cp_backward", "finished", "race_time")  # fmt: skip
+STATE = ph.STATE  # state arrays of a World, in kernel order
 
 
 def quad_exit(edges: np.ndarray, q: int, came: int, ox: float, oy: float, dx: float, dy: float) -> tuple[float, int]:

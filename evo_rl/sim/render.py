@@ -8,7 +8,7 @@ cars on copies of it, so animations reuse one mapping and one base.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from evo_rl.sim.track import Track
 
@@ -49,6 +49,7 @@ class TopView:
         self.scale = (size - 2 * margin) / float(extent.max())
         self.width = int(np.ceil(extent[0] * self.scale)) + 2 * margin
         self.height = int(np.ceil(extent[1] * self.scale)) + 2 * margin
+        self._font: ImageFont.ImageFont | ImageFont.FreeTypeFont | None = None
 
     def to_px(self, xy: np.ndarray) -> np.ndarray:
         """Pixel coordinates ``[K, 2]`` (float) of plane points ``xy`` ``[K, 2]``; y grows upwards in metres."""
@@ -88,7 +89,12 @@ class TopView:
         return img
 
     def draw_trace(
-        self, img: Image.Image, xy: np.ndarray, speeds: np.ndarray | None = None, vmax: float | None = None, width: int = 2
+        self,
+        img: Image.Image,
+        xy: np.ndarray,
+        speeds: np.ndarray | None = None,
+        vmax: float | None = None,
+        width: int = 2,
     ) -> Image.Image:
         """Draw the path ``xy`` ``[K, 2]`` on ``img`` (in place), each segment coloured by ``speeds`` ``[K]``."""
         draw = ImageDraw.Draw(img)
@@ -125,11 +131,23 @@ class TopView:
         ImageDraw.Draw(img).polygon([tuple(q) for q in corners], fill=color, outline=(0, 0, 0))
         return img
 
-    def draw_text(self, img: Image.Image, lines: list[str], xy: tuple[int, int] = (8, 6)) -> Image.Image:
-        """Write ``lines`` at pixel ``xy`` (top-left), one below the other, with Pillow's default font."""
+    def draw_text(
+        self, img: Image.Image, lines: list[str], xy: tuple[int, int] = (8, 6), size: int | None = None
+    ) -> Image.Image:
+        """Write ``lines`` at pixel ``xy`` (top-left), one below the other, outlined in black.
+
+        ``size`` is the font height in pixels; by default it grows with the image (12 to 20).
+        """
+        if self._font is None or size is not None:
+            size = size or int(np.clip(max(self.width, self.height) / 50, 12, 20))
+            try:
+                self._font = ImageFont.load_default(size=size)
+            except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+                self._font = ImageFont.load_default()
         draw = ImageDraw.Draw(img)
         x, y = xy
+        step = int(self._font.size * 1.25) if hasattr(self._font, "size") else 14
         for line in lines:
-            draw.text((x, y), line, fill=TEXT, stroke_width=2, stroke_fill=(0, 0, 0))
-            y += 14
+            draw.text((x, y), line, fill=TEXT, font=self._font, stroke_width=2, stroke_fill=(0, 0, 0))
+            y += step
         return img

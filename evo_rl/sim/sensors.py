@@ -58,6 +58,48 @@ def beam_layout(lidar: LidarConfig, car: CarConfig) -> tuple[np.ndarray, np.ndar
     return np.radians(deg), np.zeros((n, 2))  # [B], [B, 2]
 
 
+@numba.njit(cache=True)
+def lidar_car(
+    i: int,
+    edges: np.ndarray,
+    pos: np.ndarray,
+    yaw: np.ndarray,
+    quad: np.ndarray,
+    beam_cos: np.ndarray,
+    beam_sin: np.ndarray,
+    origins: np.ndarray,
+    max_range: float,
+    out: np.ndarray,
+) -> None:
+    """LIDAR of car ``i`` into ``out[i]`` (float32 metres); beams ``(cos, sin)`` of their angle from the heading."""
+    x = pos[i, 0]
+    y = pos[i, 1]
+    q = quad[i]
+    cs = math.cos(yaw[i])
+    sn = math.sin(yaw[i])
+    ox = x
+    oy = y
+    oq = q
+    for b in range(beam_cos.shape[0]):
+        f = origins[b, 0]
+        lf = origins[b, 1]
+        if b == 0 or f != origins[b - 1, 0] or lf != origins[b - 1, 1]:
+            ox = x
+            oy = y
+            oq = q
+            if f != 0.0 or lf != 0.0:  # bring the beam origin into the strip, stopping at a wall
+                dx = f * cs - lf * sn
+                dy = f * sn + lf * cs
+                length = math.sqrt(dx * dx + dy * dy)
+                t, oq, _ = trace(edges, q, x, y, dx / length, dy / length, length)
+                ox = x + dx / length * t
+                oy = y + dy / length * t
+        dx = cs * beam_cos[b] - sn * beam_sin[b]
+        dy = sn * beam_cos[b] + cs * beam_sin[b]
+        t, _, _ = trace(edges, oq, ox, oy, dx, dy, max_range)
+        out[i, b] = t
+
+
 @numba.njit(cache=True, parallel=True)
 def lidar_cars(
     edges: np.ndarray,
@@ -69,60 +111,51 @@ def lidar_cars(
     max_range: float,
     out: np.ndarray,
 ) -> None:
-    """LIDAR of every car into ``out [N, B]`` (float32 metres)."""
-    n_beams = angles.shape[0]
-    ca = np.cos(angles)  # [B]
-    sa = np.sin(angles)  # [B]
+    """LIDAR of every car into ``out [N, B]`` (threads over cars)."""
+    beam_cos = np.cos(angles)  # [B]
+    beam_sin = np.sin(angles)  # [B]
     for i in numba.prange(pos.shape[0]):
-        x = pos[i, 0]
-        y = pos[i, 1]
-        q = quad[i]
-        cs = math.cos(yaw[i])
-        sn = math.sin(yaw[i])
-        ox = x
-        oy = y
-        oq = q
-        last_f = 0.0
-        last_l = 0.0
-        for b in range(n_beams):
-            f = origins[b, 0]
-            lf = origins[b, 1]
-            if b == 0 or f != last_f or lf != last_l:
-                ox = x
-                oy = y
-                oq = q
-                if f != 0.0 or lf != 0.0:  # bring the beam origin into the strip, stopping at a wall
-                    dx = f * cs - lf * sn
-                    dy = f * sn + lf * cs
-                    length = math.sqrt(dx * dx + dy * dy)
-                    t, oq, _ = trace(edges, q, x, y, dx / length, dy / length, length)
-                    ox = x + dx / length * t
-                    oy = y + dy / length * t
-                last_f = f
-                last_l = lf
-            dx = cs * ca[b] - sn * sa[b]
-            dy = sn * ca[b] + cs * sa[b]
-            t, _, _ = trace(edges, oq, ox, oy, dx, dy, max_range)
-            out[i, b] = t
+        lidar_car(i, edges, pos, yaw, quad, beam_cos, beam_sin, origins, max_range, out)
 
 
-def camera_tables(camera: CameraConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """Per-image constants: ``(column slopes [W], floor depth per row [H], sky tone per row [H], focal px, horizon px)``."""
+@numba.njit(cache=True)
+def lidar_cars_serial(
+    edges: np.ndarray,
+    pos: np.ndarray,
+    yaw: np.ndarray,
+    quad: np.ndarray,
+    angles: np.ndarray,
+    origins: np.ndarray,
+    max_range: float,
+    out: np.ndarray,
+) -> None:
+    """:func:`lidar_cars` on the calling thread, for a few cars."""
+    beam_cos = np.cos(angles)  # [B]
+    beam_sin = np.sin(angles)  # [B]
+    for i in range(pos.shape[0]):
+        lidar_car(i, edges, pos, yaw, quad, beam_cos, beam_sin, origins, max_range, out)
+
+
+def camera_tables(camera: CameraConfig) -> tuple:
+    """The camera as a kernel tuple: ``(column slopes [W], road depth per row [H], road fog per row [H],
+    sky tone per row [H], focal length px, horizon row px, eye_height, wall_height, range)``; depth is inf
+    above the horizon."""
     w, h = camera.width, camera.height
     focal = (w / 2.0) / math.tan(math.radians(camera.fov_deg) / 2.0)  # pixels
     horizon = camera.horizon * h  # pixel row coordinate of the horizon
     cols = (np.arange(w) + 0.5 - w / 2.0) / focal  # [W] rightward offset per metre of depth
     below = np.arange(h) + 0.5 - horizon  # [H]
-    with np.errstate(divide="ignore"):
-        depth = np.where(below > 0.0, focal * camera.eye_height / np.where(below > 0.0, below, 1.0), np.inf)  # [H]
+    depth = np.where(below > 0.0, focal * camera.eye_height / np.where(below > 0.0, below, 1.0), np.inf)  # [H]
+    fog = np.minimum(depth / camera.range, 1.0) * FOG_MAX  # [H]
     sky = 240.0 - 40.0 * np.clip(-below / max(horizon, 1.0), 0.0, 1.0)  # [H]
-    return cols, depth, sky, focal, horizon
+    return (cols, depth, fog, sky, float(focal), float(horizon), float(camera.eye_height), float(camera.wall_height),
+            float(camera.range))  # fmt: skip
 
 
 @numba.njit(cache=True)
-def _fog(tone: float, depth: float, inv_range: float) -> np.uint8:
-    a = min(depth * inv_range, 1.0) * FOG_MAX
-    return np.uint8(tone + (FOG_TONE - tone) * a + 0.5)
+def _fog(tone: float, amount: float) -> np.uint8:
+    """Pixel of ``tone`` seen through ``amount`` (0..1) of fog."""
+    return np.uint8(tone + (FOG_TONE - tone) * amount + 0.5)
 
 
 @numba.njit(cache=True)
@@ -140,14 +173,14 @@ def _road_tone(s0: float, ds: float, g0: int, g1: int, db: float, df: float, dl:
     elif g1 != GATE_NONE and ds - along < GATE_LINE:
         mark = g1
     if mark == GATE_FINISH:
-        return 245.0 if (int(2.0 * along) + int(max(dl, 0.0))) % 2 == 0 else 25.0
+        return 245.0 if (int(2.0 * along) + int(max(dl, 0.0))) & 1 == 0 else 25.0
     if mark == GATE_CHECKPOINT:
         return 235.0
     if mark == GATE_START:
         return 185.0
     if dl < EDGE_LINE or dr < EDGE_LINE:
         return 215.0
-    return 88.0 if int((s0 + along) * (1.0 / BAND)) % 2 == 0 else 108.0
+    return 88.0 if int((s0 + along) * (1.0 / BAND)) & 1 == 0 else 108.0
 
 
 @numba.njit(cache=True)
@@ -191,96 +224,102 @@ def _advance(
     return q, came, t_in, t_out, e, 0
 
 
-@numba.njit(cache=True, parallel=True)
-def images_cars(
-    edges: np.ndarray,
-    s: np.ndarray,
-    gate: np.ndarray,
-    pos: np.ndarray,
-    yaw: np.ndarray,
-    quad: np.ndarray,
-    cols: np.ndarray,
-    depth: np.ndarray,
-    sky: np.ndarray,
-    focal: float,
-    horizon: float,
-    eye_height: float,
-    wall_height: float,
-    max_range: float,
-    out: np.ndarray,
-) -> None:
-    """First-person frames of every car into ``out [N, H, W]`` uint8 (tables from :func:`camera_tables`).
+@numba.njit(cache=True)
+def image_car(i: int, edges: np.ndarray, s: np.ndarray, gate: np.ndarray, pos: np.ndarray, yaw: np.ndarray,
+              quad: np.ndarray, cam: tuple, out: np.ndarray) -> None:  # fmt: skip
+    """First-person frame of car ``i`` into ``out[i]`` (``cam`` from :func:`camera_tables`).
 
     Along one column ray ``o + z d`` the distance of the road point at depth ``z``
     to each edge of a quad is linear in ``z``: ``A_e - z B_e``; the coefficients
     are set when the walk enters a quad.
     """
+    cols, depth, fog, sky, focal, horizon, eye_height, wall_height, max_range = cam
     n_rows = out.shape[1]
     n_cols = out.shape[2]
     inv_range = 1.0 / max_range
     fog_px = np.uint8(FOG_TONE + 0.5)
-    for i in numba.prange(pos.shape[0]):
-        x = pos[i, 0]
-        y = pos[i, 1]
-        fx = math.cos(yaw[i])
-        fy = math.sin(yaw[i])
-        for c in range(n_cols):
-            # ray of unit forward depth: t along it is the depth in front of the camera
-            dx = fx + cols[c] * fy
-            dy = fy - cols[c] * fx
-            q = quad[i]
-            came = -1
-            t_in = 0.0
-            t_out, e = quad_exit(edges, q, came, x, y, dx, dy)
-            if t_out < t_in:
-                t_out = t_in
-            hit = 0
-            q_coef = -1
-            ab = bb = af = bf = al = bl = ar = br = s0 = ds = 0.0
-            g0 = g1 = 0
-            row = n_rows - 1
-            while row >= 0:
-                z = depth[row]
-                if z == np.inf:
-                    break
-                while hit == 0 and z > t_out:
-                    q, came, t_in, t_out, e, hit = _advance(edges, q, came, t_in, t_out, e, x, y, dx, dy)
-                if hit != 0 and z >= t_out:
-                    break
-                if z > max_range:
-                    out[i, row, c] = fog_px
-                else:
-                    if q != q_coef:
-                        q_coef = q
-                        ab = edges[q, BACK, 2] - edges[q, BACK, 0] * x - edges[q, BACK, 1] * y
-                        bb = edges[q, BACK, 0] * dx + edges[q, BACK, 1] * dy
-                        af = edges[q, FRONT, 2] - edges[q, FRONT, 0] * x - edges[q, FRONT, 1] * y
-                        bf = edges[q, FRONT, 0] * dx + edges[q, FRONT, 1] * dy
-                        al = edges[q, 0, 2] - edges[q, 0, 0] * x - edges[q, 0, 1] * y
-                        bl = edges[q, 0, 0] * dx + edges[q, 0, 1] * dy
-                        ar = edges[q, 1, 2] - edges[q, 1, 0] * x - edges[q, 1, 1] * y
-                        br = edges[q, 1, 0] * dx + edges[q, 1, 1] * dy
-                        s0 = s[q]
-                        ds = s[q + 1] - s0
-                        g0 = gate[q]
-                        g1 = gate[q + 1]
-                    tone = _road_tone(s0, ds, g0, g1, ab - z * bb, af - z * bf, al - z * bl, ar - z * br)
-                    out[i, row, c] = _fog(tone, z, inv_range)
-                row -= 1
-            while hit == 0 and t_out <= max_range:
+    x = pos[i, 0]
+    y = pos[i, 1]
+    fx = math.cos(yaw[i])
+    fy = math.sin(yaw[i])
+    for c in range(n_cols):
+        # ray of unit forward depth: t along it is the depth in front of the camera
+        dx = fx + cols[c] * fy
+        dy = fy - cols[c] * fx
+        q = quad[i]
+        came = -1
+        t_in = 0.0
+        t_out, e = quad_exit(edges, q, came, x, y, dx, dy)
+        if t_out < t_in:
+            t_out = t_in
+        hit = 0
+        q_coef = -1
+        ab = bb = af = bf = al = bl = ar = br = s0 = ds = 0.0
+        g0 = g1 = 0
+        row = n_rows - 1
+        while row >= 0:
+            z = depth[row]
+            if z == np.inf:
+                break
+            while hit == 0 and z > t_out:
                 q, came, t_in, t_out, e, hit = _advance(edges, q, came, t_in, t_out, e, x, y, dx, dy)
-            top = np.inf
-            wall_px = fog_px
-            if hit != 0 and t_out <= max_range:
-                top = horizon - focal * (wall_height - eye_height) / max(t_out, 1e-6)
-                wall_px = _fog(_wall_tone(edges, s, q, hit, x + t_out * dx, y + t_out * dy), t_out, inv_range)
-            for r in range(row + 1):
-                if r + 0.5 >= top:
-                    out[i, r, c] = wall_px
-                elif depth[r] == np.inf:
-                    out[i, r, c] = np.uint8(sky[r] + 0.5)
-                else:
-                    out[i, r, c] = fog_px
+            if hit != 0 and z >= t_out:
+                break
+            if z > max_range:
+                out[i, row, c] = fog_px
+            else:
+                if q != q_coef:
+                    q_coef = q
+                    ab = edges[q, BACK, 2] - edges[q, BACK, 0] * x - edges[q, BACK, 1] * y
+                    bb = edges[q, BACK, 0] * dx + edges[q, BACK, 1] * dy
+                    af = edges[q, FRONT, 2] - edges[q, FRONT, 0] * x - edges[q, FRONT, 1] * y
+                    bf = edges[q, FRONT, 0] * dx + edges[q, FRONT, 1] * dy
+                    al = edges[q, 0, 2] - edges[q, 0, 0] * x - edges[q, 0, 1] * y
+                    bl = edges[q, 0, 0] * dx + edges[q, 0, 1] * dy
+                    ar = edges[q, 1, 2] - edges[q, 1, 0] * x - edges[q, 1, 1] * y
+                    br = edges[q, 1, 0] * dx + edges[q, 1, 1] * dy
+                    s0 = s[q]
+                    ds = s[q + 1] - s0
+                    g0 = gate[q]
+                    g1 = gate[q + 1]
+                tone = _road_tone(s0, ds, g0, g1, ab - z * bb, af - z * bf, al - z * bl, ar - z * br)
+                out[i, row, c] = _fog(tone, fog[row])
+            row -= 1
+        while hit == 0 and t_out <= max_range:
+            q, came, t_in, t_out, e, hit = _advance(edges, q, came, t_in, t_out, e, x, y, dx, dy)
+        top = np.inf
+        wall_px = fog_px
+        if hit != 0 and t_out <= max_range:
+            top = horizon - focal * (wall_height - eye_height) / max(t_out, 1e-6)
+            tone = _wall_tone(edges, s, q, hit, x + t_out * dx, y + t_out * dy)
+            wall_px = _fog(tone, min(t_out * inv_range, 1.0) * FOG_MAX)
+        for r in range(row + 1):
+            if r + 0.5 >= top:
+                out[i, r, c] = wall_px
+            elif depth[r] == np.inf:
+                out[i, r, c] = np.uint8(sky[r] + 0.5)
+            else:
+                out[i, r, c] = fog_px
+
+
+@numba.njit(cache=True, parallel=True)
+def images_cars(
+    edges: np.ndarray, s: np.ndarray, gate: np.ndarray, pos: np.ndarray, yaw: np.ndarray, quad: np.ndarray,
+    cam: tuple, out: np.ndarray,
+) -> None:  # fmt: skip
+    """First-person frames of every car into ``out [N, H, W]`` uint8 (threads over cars)."""
+    for i in numba.prange(pos.shape[0]):
+        image_car(i, edges, s, gate, pos, yaw, quad, cam, out)
+
+
+@numba.njit(cache=True)
+def images_cars_serial(
+    edges: np.ndarray, s: np.ndarray, gate: np.ndarray, pos: np.ndarray, yaw: np.ndarray, quad: np.ndarray,
+    cam: tuple, out: np.ndarray,
+) -> None:  # fmt: skip
+    """:func:`images_cars` on the calling thread."""
+    for i in range(pos.shape[0]):
+        image_car(i, edges, s, gate, pos, yaw, quad, cam, out)
 
 
 def gate_marks(n_sections: int, start: int, checkpoints: np.ndarray, finish: int) -> np.ndarray:

@@ -337,6 +337,7 @@ def even_checkpoints(
 
 def _parse(text: str, source: str) -> tuple[Track, dict[str, int]]:
     """The track in ``text`` and the line numbers of its header keys and first cross-section."""
+
     def fail(lineno: int, msg: str) -> TrackError:
         return TrackError(f"track file {source}, line {lineno}: {msg}")
 
@@ -508,9 +509,7 @@ def _from_centreline(
         crossing = segment_distances(center[i], center[i + 1], center[j], center[j + 1]) <= 0.0
         if crossing.any():
             a, b = i[crossing][0], j[crossing][0]
-            raise TrackError(
-                f"centreline crosses itself: near {where(s[a])} and {where(s[b])}, at {_xy(center[b])}"
-            )
+            raise TrackError(f"centreline crosses itself: near {where(s[a])} and {where(s[b])}, at {_xy(center[b])}")
 
     tangent = np.empty_like(center)  # [n+1, 2] unit tangents, bisecting the turn at inner points
     unit = d / seg[:, None]
@@ -522,8 +521,8 @@ def _from_centreline(
     stretch = np.ones(len(center))
     stretch[1:-1] = 1.0 / np.cos(0.5 * turn)
     offset = 0.5 * width * stretch[:, None] * normal
-    start = int(np.searchsorted(s, start_offset))
-    finish = int(np.searchsorted(s, s[-1] - finish_offset, side="right")) - 1
+    start = int(np.argmin(np.abs(s - start_offset)))
+    finish = int(np.argmin(np.abs(s - (s[-1] - finish_offset))))
     if not 0 < start < finish < n:
         raise TrackError(f"start_offset {start_offset} m and finish_offset {finish_offset} m leave no track")
     cps = even_checkpoints(s, start, finish, n_checkpoints)

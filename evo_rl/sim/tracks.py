@@ -8,7 +8,7 @@ curves, ``ZL<n>``/``ZR<n>`` S-bends, ``HL<k>``/``HR<k>`` hairpins).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from evo_rl.errors import TrackError
@@ -32,7 +32,9 @@ BUILTIN: dict[str, TrackSpec] = {
         5,
         "the default: long straights into 1-block curves and a hairpin, a fast 3-block curve, a closing spiral",
     ),
-    "evo-mini": TrackSpec("S5 R1 S2 R2 ZL2 S2", 2, "short and easy, for quick tests: one braking point, one S-bend"),
+    "evo-mini": TrackSpec(
+        "S5 R1 S2 R2 ZL2 S1 L1 S2", 2, "short and easy, for quick tests: a braking point, an S-bend, a last tight curve"
+    ),
     "evo-technical": TrackSpec(
         "S2 L1 R1 S1 ZR2 R1 L1 S2 HL1 S1 R1 ZL2 L1 S1 R1 L1 S3 R1 L1 S1 R1 S2",
         6,
@@ -52,7 +54,7 @@ def list_tracks() -> list[str]:
     return list(BUILTIN)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _builtin(name: str) -> Track:
     spec = BUILTIN[name]
     return build_track(spec.blocks, name, width=spec.width, n_checkpoints=spec.checkpoints)

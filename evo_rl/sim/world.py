@@ -17,12 +17,28 @@ import numpy as np
 from evo_rl.config import CameraConfig, CarConfig, LidarConfig, SimConfig
 from evo_rl.errors import ConfigError, EvoError, TrackError
 from evo_rl.sim.geometry import inset_walls, locate, strip_edges, track_coords
-from evo_rl.sim.physics import car_params, step_cars
-from evo_rl.sim.sensors import beam_layout, camera_tables, gate_marks, images_cars, lidar_cars
+from evo_rl.sim.physics import STATE, car_params, step_cars, step_cars_serial
+from evo_rl.sim.sensors import (
+    beam_layout,
+    camera_tables,
+    gate_marks,
+    images_cars,
+    images_cars_serial,
+    lidar_cars,
+    lidar_cars_serial,
+)
 from evo_rl.sim.track import Track
 
 START_AHEAD = 2.0  # m between the start line and a car's centre at a reset (at most half the start quad)
 CHUNK = 32  # cars per work item of the parallel kernels: a busy core delays a step by one chunk, not half the cars
+PARALLEL_CARS = 256  # fewer cars than this are stepped and sensed on the calling thread (thread start-up costs more)
+PARALLEL_IMAGES = 8  # fewer cars than this are drawn on the calling thread
+
+# numba's OpenMP layer keeps its threads spinning between kernels, which on a busy machine (or beside torch's own
+# OpenMP threads in a training process) slows both by several times; the workqueue layer sleeps instead. It must be
+# chosen before the first parallel kernel runs; NUMBA_THREADING_LAYER set by the user wins.
+if numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
 
 
 class World:
@@ -64,7 +80,7 @@ class World:
         self._cp_count = np.searchsorted(cps, np.arange(m), side="right").astype(np.int64)  # [M] gates at/behind q
         self._gate = gate_marks(m + 1, track.start, cps, track.finish)  # [M+1]
         self.beam_angles, self.beam_origins = beam_layout(self.lidar_cfg, self.car)  # [B], [B, 2]
-        self._cols, self._depth, self._sky, self._focal, self._horizon = camera_tables(self.camera_cfg)
+        self._camera = camera_tables(self.camera_cfg)
         self._actions = np.zeros((self.n, 3), np.float64)  # [N, 3] clipped actions of the current step
 
         n = self.n
@@ -163,14 +179,11 @@ class World:
             raise EvoError(f"actions hold NaN or infinite values (cars {rows}); every action must be finite")
         np.clip(a, -1.0, 1.0, out=self._actions)
         t = self.track
+        tables = (self._params, self._ratios, self._top, self.inset, self.edges, t.s, t.center, self._cp_count)
+        state = tuple(getattr(self, k) for k in STATE)
+        kernel = step_cars if self.n >= PARALLEL_CARS else step_cars_serial
         with self._parallel():
-            step_cars(
-                self._params, self._ratios, self._top, self.inset, self.edges, t.s, t.center, self._cp_count,
-                t.finish, self._actions, self.analog, self.dt, self.sim.substeps,
-                self.pos, self.yaw, self.vel, self.yaw_rate, self.steer, self.gear, self.rpm, self.quad,
-                self.progress_s, self.lateral, self.wall_contact, self.checkpoints, self.cp_forward,
-                self.cp_backward, self.finished, self.race_time,
-            )  # fmt: skip
+            kernel(tables, state, self._actions, t.finish, self.analog, self.dt, self.sim.substeps)
 
     # ------------------------------------------------------------------ readings
 
@@ -189,28 +202,19 @@ class World:
     def lidar(self, out: np.ndarray | None = None) -> np.ndarray:
         """LIDAR distances ``[N, beams]`` float32, metres (layouts: :mod:`evo_rl.sim.sensors`)."""
         out = _output(out, (self.n, self.n_beams), np.float32, "lidar")
+        kernel = lidar_cars if self.n >= PARALLEL_CARS else lidar_cars_serial
+        args = (self.edges, self.pos, self.yaw, self.quad, self.beam_angles, self.beam_origins, self.lidar_cfg.range)
         with self._parallel():
-            lidar_cars(
-                self.edges,
-                self.pos,
-                self.yaw,
-                self.quad,
-                self.beam_angles,
-                self.beam_origins,
-                self.lidar_cfg.range,
-                out,
-            )
+            kernel(*args, out)
         return out
 
     def images(self, out: np.ndarray | None = None) -> np.ndarray:
         """First-person grayscale frames ``[N, H, W]`` uint8."""
         cam = self.camera_cfg
         out = _output(out, (self.n, cam.height, cam.width), np.uint8, "images")
+        kernel = images_cars if self.n >= PARALLEL_IMAGES else images_cars_serial
         with self._parallel():
-            images_cars(
-                self.edges, self.track.s, self._gate, self.pos, self.yaw, self.quad, self._cols, self._depth,
-                self._sky, self._focal, self._horizon, cam.eye_height, cam.wall_height, cam.range, out,
-            )  # fmt: skip
+            kernel(self.edges, self.track.s, self._gate, self.pos, self.yaw, self.quad, self._camera, out)
         return out
 
 

@@ -62,14 +62,14 @@ class Dashboard:
     """Shows training progress; ``update(snapshot)`` replaces what is shown.
 
     ``mode``: ``rich`` (live terminal view), ``plain`` (a log line per update) or
-    ``off``; ``auto`` picks rich on a terminal, plain otherwise.
+    ``none``; ``auto`` picks rich on a terminal, plain otherwise.
     """
 
     def __init__(
         self,
         run_name: str,
         budget: tuple[Literal["minutes", "steps"], float],
-        mode: Literal["auto", "rich", "plain", "off"] = "auto",
+        mode: Literal["auto", "rich", "plain", "none"] = "auto",
         console: Console | None = None,
     ) -> None:
         if mode == "auto":
@@ -121,7 +121,7 @@ class Dashboard:
 
     def message(self, text: str) -> None:
         """A one-off line (evaluation result, checkpoint saved, warnings)."""
-        if self.mode == "off":
+        if self.mode == "none":
             return
         if self.mode == "rich":
             self.console.print(text)
@@ -146,7 +146,7 @@ class Dashboard:
         left.add_row("episodes", f"{s.get('episodes', 0):,}")
         left.add_row("replay", f"{s.get('replay_size', 0):,}")
 
-        mid = Table(title="episodes (last interval)", show_header=False, box=None, padding=(0, 1))
+        mid = Table(title="episodes", show_header=False, box=None, padding=(0, 1))
         mid.add_column(style="cyan")
         mid.add_column(justify="right")
         mid.add_row("reward avg", _fmt(ep.get("reward_avg"), ".2f"))
@@ -173,8 +173,7 @@ class Dashboard:
 
         grid = Table.grid(padding=(0, 3))
         grid.add_row(left, mid, right, evt)
-        status = "[bold yellow]PAUSED[/] (evo-rl resume to continue)" if s.get("paused") else s.get("status", "")
         parts = [self._progress, grid] if self._progress is not None else [grid]
-        if status:
-            parts.append(status)
+        if s.get("paused"):
+            parts.append(f"[bold yellow]PAUSED[/]: `evo-rl resume {self.run_name}` continues")
         return Group(*parts)

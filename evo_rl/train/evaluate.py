@@ -3,6 +3,7 @@ track's reference lap time."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -41,7 +42,8 @@ def reference_lap_time(track: Any, cfg: EvoConfig) -> float | None:
 
     try:
         return float(compute_reference(track, cfg.car).lap_time)
-    except Exception:  # noqa: BLE001 - a missing reference only removes the comparison
+    except Exception as e:  # noqa: BLE001 - a missing reference only removes the comparison
+        warnings.warn(f"no reference lap time for track {track.name!r}: {type(e).__name__}: {e}", stacklevel=2)
         return None
 
 

@@ -1,0 +1,91 @@
+"""``evo-rl eval RUN_OR_WEIGHTS``: deterministic episodes of a trained policy,
+finish rate and lap times against the track's reference lap time."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from evo_rl.cli.common import print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a policy: finish rate and lap times vs the reference lap time",
+        description=(
+            "Drive deterministic episodes with a policy: a run folder (its policy.safetensors), a policy "
+            ".safetensors file, or the word `pretrained` for the policy shipped with EVO RL."
+        ),
+    )
+    p.add_argument("policy", metavar="RUN_OR_WEIGHTS", help="run folder or name, policy .safetensors, or `pretrained`")
+    p.add_argument("--track", "-t", default=None, help="track name or .track file (default: the policy's track)")
+    p.add_argument("--episodes", "-e", type=int, default=10, help="episodes, driven at once (default: 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--runs-dir", default="runs", help="folder holding run folders (default: runs)")
+    p.set_defaults(func=_eval)
+
+
+def policy_path(text: str, runs_dir: str = "runs") -> Path:
+    """The policy file named by ``pretrained``, a .safetensors path or a run folder / name."""
+    from evo_rl.errors import CheckpointError
+    from evo_rl.train.policy import PRETRAINED
+    from evo_rl.train.run import resolve_run
+
+    if text == "pretrained":
+        if not PRETRAINED.is_file():
+            raise CheckpointError(f"the pretrained policy {PRETRAINED} is missing from this installation")
+        return PRETRAINED
+    p = Path(text)
+    if p.is_file():
+        return p
+    if p.suffix == ".safetensors":
+        raise CheckpointError(f"policy file {p} does not exist")
+    run = resolve_run(text, runs_dir)
+    if not run.policy_path.is_file():
+        raise CheckpointError(f"run {run.path} has no policy.safetensors yet; it is written at each evaluation")
+    return run.policy_path
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from evo_rl.errors import EvoError
+    from evo_rl.train.evaluate import Evaluator
+    from evo_rl.train.loop import configure_torch
+    from evo_rl.train.policy import load_policy
+
+    if args.episodes < 1:
+        raise EvoError(f"--episodes must be at least 1, got {args.episodes}")
+    path = policy_path(args.policy, args.runs_dir)
+    policy = load_policy(path)
+    cfg = policy.cfg
+    if args.track is not None:
+        cfg.env.track = args.track
+    configure_torch(cfg)
+    result = Evaluator(cfg, args.episodes).run(lambda obs: policy.actor.act(obs, test=True))
+    out = {
+        "policy": str(path),
+        "track": cfg.env.track,
+        "episodes": result.episodes,
+        "finish_rate": result.finish_rate,
+        "lap_times": result.lap_times,
+        "mean_lap_time": result.mean_lap_time,
+        "best_lap_time": result.best_lap_time,
+        "reference_lap_time": result.reference_lap_time,
+        "lap_time_ratio": result.lap_time_ratio,
+        "mean_progress": result.mean_progress,
+        "end_reasons": result.end_reasons,
+    }
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"policy {path} on {cfg.env.track}, {result.episodes} episodes")
+    print(f"  finish rate    {100 * result.finish_rate:.0f}%  (mean progress {100 * result.mean_progress:.0f}%)")
+    if result.lap_times:
+        print(f"  lap times      {', '.join(f'{t:.2f}' for t in result.lap_times)} s")
+        print(f"  mean lap time  {result.mean_lap_time:.2f} s")
+    if result.reference_lap_time:
+        print(f"  reference lap  {result.reference_lap_time:.2f} s")
+    if result.lap_time_ratio:
+        print(f"  ratio          {result.lap_time_ratio:.3f}x the reference")
+    print(f"  episode ends   {result.end_reasons}")
+    return 0
