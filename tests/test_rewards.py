@@ -243,7 +243,7 @@ def test_search_skips_give_the_same_index() -> None:
             data = np.cumsum(np.stack([np.cos(heading), np.zeros(k), np.sin(heading)], 1) * 0.1, axis=0)
         step = float(np.linalg.norm(np.diff(data, axis=0), axis=1).max()) * (1 + 1e-9)
         f, b = int(rng.integers(1, 120)), int(rng.integers(1, 20))
-        tangent, run = straight_runs(data, DELTA, f)
+        run = straight_runs(data, DELTA, f)
         stray = float(rng.uniform(0.5, 20))
         for _ in range(20):
             cur = int(rng.integers(0, k))
@@ -251,18 +251,17 @@ def test_search_skips_give_the_same_index() -> None:
             oracle = TmrlReward(data, f, b, max_stray=stray)
             oracle.cur = cur
             oracle.step(pos)
-            got = search_best(data, tangent, run, step, pos[0], pos[1], pos[2], cur, f, b, stray)
+            got = search_best(data, run, step, pos[0], pos[1], pos[2], cur, f, b, stray)
             assert got == oracle.cur, (trial, cur)
 
 
 def test_straight_runs() -> None:
     line = np.stack([np.arange(50) * 0.1, np.zeros(50), np.zeros(50)], 1)  # 4.9 m straight
     bend = line[-1] + np.stack([np.zeros(20), np.zeros(20), np.arange(1, 21) * 0.1], 1)  # then a right angle
-    tangent, run = straight_runs(np.concatenate([line, bend]), 0.05, 1000)
+    run = straight_runs(np.concatenate([line, bend]), 0.05, 1000)
     assert run[0] == 49 and run[10] == 39  # up to the corner point
     assert run[48] == 1  # the corner's next point is off the ray beyond
-    np.testing.assert_allclose(tangent[0], [1, 0, 0])
-    assert straight_runs(line, 0.05, 7)[1][0] == 7  # capped
+    assert straight_runs(line, 0.05, 7)[0] == 7  # capped
 
 
 # --------------------------------------------------------------------------- NumPy terms
@@ -302,25 +301,50 @@ def test_numpy_terms_match_per_car_formulas(hairpin: Track) -> None:
                 assert out.terms[label][i] == pytest.approx(value, rel=1e-5, abs=1e-4), (label, i)
 
 
+def _line_dist(a: np.ndarray, b: np.ndarray, q: np.ndarray) -> float:
+    """Distance of q from the line through a and b."""
+    d = b - a
+    return abs(d[0] * (q - a)[1] - d[1] * (q - a)[0]) / float(np.linalg.norm(d))
+
+
+def _point_coords(track: Track, q: np.ndarray) -> tuple[float, float]:
+    """Track coordinates of one plane point, as the simulator defines them: in the quad holding
+    it, progress by the distances to its two gates, lateral from its centre segment; off the
+    strip, the nearest centre-line segment."""
+    for k in range(track.n_quads):
+        corners = [track.left[k], track.left[k + 1], track.right[k + 1], track.right[k]]
+        crosses = []
+        for a, b in zip(corners, corners[1:] + corners[:1], strict=True):
+            crosses.append((b - a)[0] * (q - a)[1] - (b - a)[1] * (q - a)[0])
+        if all(c <= 1e-9 for c in crosses) or all(c >= -1e-9 for c in crosses):
+            db = _line_dist(track.left[k], track.right[k], q)
+            df = _line_dist(track.left[k + 1], track.right[k + 1], q)
+            s = track.s[k] + (track.s[k + 1] - track.s[k]) * db / (db + df)
+            e = track.center[k + 1] - track.center[k]
+            lat = (e[0] * (q - track.center[k])[1] - e[1] * (q - track.center[k])[0]) / np.linalg.norm(e)
+            return s, lat
+    best = None
+    for k in range(track.n_quads):
+        a, b = track.center[k], track.center[k + 1]
+        d = b - a
+        t = min(max(float((q - a) @ d / (d @ d)), 0.0), 1.0)
+        dist = float(np.linalg.norm(q - (a + t * d)))
+        if best is None or dist < best[0]:
+            cross = d[0] * (q - a)[1] - d[1] * (q - a)[0]
+            best = (dist, track.s[k] + t * np.linalg.norm(d), cross / np.linalg.norm(d))
+    return best[1], best[2]
+
+
 def _ref_track_coords(track: Track, pts3: np.ndarray) -> tuple[list, list, list]:
-    """Per point: track arc length, lateral offset and distance along the reference, by brute force."""
+    """Per kept reference point (track progress strictly increasing): progress, lateral, distance along."""
     rows = []
     along = 0.0
     for j, p in enumerate(pts3):
         if j:
             along += float(np.linalg.norm(pts3[j] - pts3[j - 1]))
-        q = np.array([p[0], p[2]])
-        best = None
-        for k in range(track.n_quads):
-            a, b = track.center[k], track.center[k + 1]
-            d = b - a
-            t = min(max(float((q - a) @ d / (d @ d)), 0.0), 1.0)
-            dist = float(np.linalg.norm(q - (a + t * d)))
-            if best is None or dist < best[0]:
-                cross = d[0] * (q - a)[1] - d[1] * (q - a)[0]
-                best = (dist, track.s[k] + t * np.linalg.norm(d), cross / np.linalg.norm(d))
-        if not rows or best[1] > max(r[0] for r in rows):
-            rows.append((best[1], best[2], along))
+        s, lat = _point_coords(track, np.array([p[0], p[2]]))
+        if not rows or s > max(r[0] for r in rows):
+            rows.append((s, lat, along))
     return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
 
@@ -594,11 +618,14 @@ def test_reference_uses_the_world_track_coordinates() -> None:
     np.testing.assert_allclose(ref.offset(coords[kept, 0], coords[kept, 1]), 0.0, atol=1e-9)
     along = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
     np.testing.assert_allclose(ref.along(coords[kept, 0]), along[kept], atol=1e-9)
-    # points off the strip go to their nearest centre-line segment
-    off = np.array([[track.center[3, 0], track.center[3, 1]]]) + 500.0
-    s, lat = project_on_track(track, off)
-    sb, lb, _ = _ref_track_coords(track, as_points3(np.repeat(off, 2, 0), HEIGHT))
-    assert s[0] == pytest.approx(sb[0], abs=1e-9) and lat[0] == pytest.approx(lb[0], abs=1e-9)
+    # on and off the strip, against the per-point definition
+    rng = np.random.default_rng(7)
+    lo, hi = track.left.min(0) - 30, track.left.max(0) + 30
+    pts2 = rng.uniform(lo, hi, (40, 2))
+    s, lat = project_on_track(track, pts2, chunk=7)
+    for i, q in enumerate(pts2):
+        sq, lq = _point_coords(track, q)
+        assert s[i] == pytest.approx(sq, abs=1e-7) and lat[i] == pytest.approx(lq, abs=1e-7)
 
 
 def test_parallel_kernel_matches_serial() -> None:
@@ -607,7 +634,7 @@ def test_parallel_kernel_matches_serial() -> None:
     rng = np.random.default_rng(5)
     data = resample(np.cumsum(rng.normal(0, 3, (100, 3)) * [1, 0.1, 1], axis=0))
     step = float(np.linalg.norm(np.diff(data, axis=0), axis=1).max()) * (1 + 1e-9)
-    tangent, run = straight_runs(data, DELTA, 50)
+    run = straight_runs(data, DELTA, 50)
     n = 300
     state = [rng.integers(0, len(data), n), rng.integers(0, 100, n), rng.integers(0, 12, n)]
     pos = data[rng.integers(0, len(data), n)] + rng.normal(0, 3, (n, 3))
@@ -615,7 +642,7 @@ def test_parallel_kernel_matches_serial() -> None:
     for kernel in (trajectory_step, trajectory_step_parallel):
         cur, steps, fails = (a.astype(np.int64).copy() for a in state)
         reward, term = np.zeros(n), np.zeros(n, bool)
-        kernel(data, tangent, run, step, pos, cur, steps, fails, 50, 10, 20.0, 70, 10, reward, term)
+        kernel(data, run, step, pos, cur, steps, fails, 50, 10, 20.0, 70, 10, reward, term)
         outs.append((cur, steps, fails, reward, term))
     for a, b in zip(*outs, strict=True):
         np.testing.assert_array_equal(a, b)

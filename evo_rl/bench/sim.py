@@ -5,7 +5,9 @@ camera frame), the observation buffers, the rewards and the auto-reset of ended
 episodes, i.e. :meth:`VecTrackEnv.step`. The cars follow a simple LIDAR driver
 (steer towards the longest beam, brake when the front beam is short) so they
 spread along the track as in training; computing its actions is not timed.
-``sim_only_car_steps_per_s`` times ``World.step`` plus the sensor alone.
+``sim_only_car_steps_per_s`` times ``World.step`` plus the sensor alone;
+``car_steps_per_cpu_s`` divides by the CPU time the process used instead of the
+wall-clock time (on a machine busy with other work the two differ).
 """
 
 from __future__ import annotations
@@ -68,12 +70,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(10):  # compile and warm up
         env.step(act())
 
-    steps, timed, finished = 0, 0.0, 0
+    steps, timed, cpu, finished = 0, 0.0, 0.0, 0
     while timed < args.seconds:
         a = act()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         _, _, terminated, _, _ = env.step(a)
         timed += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         steps += 1
         finished += int(terminated.sum())
 
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "episodes_finished": finished,
         "car_steps_per_s": round(rate),
         "realtime_factor": round(rate / 20.0, 1),
+        "car_steps_per_cpu_s": round(steps * args.cars / max(cpu, 1e-9)),
         "sim_only_car_steps_per_s": round(sim_steps * args.cars / sim_timed),
         "mean_speed_kmh": round(float(world.speed().mean() * 3.6), 1),
     }

@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", "-o", default="demo.gif", help="animation to write (default: demo.gif)")
     p.add_argument(
-        "--policy", default="pretrained", help="`pretrained`, a policy .safetensors or a run folder (default: pretrained)"
+        "--policy",
+        default="pretrained",
+        help="`pretrained`, a policy .safetensors or a run folder (default: pretrained)",
     )
     p.add_argument("--track", "-t", default=None, help="track name or .track file (default: the policy's track)")
     p.add_argument("--runs-dir", default="runs", help="folder holding run folders (default: runs)")
@@ -35,7 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
         cfg.env.track = args.track
     configure_torch(cfg)
     lap = drive_lap(policy.actor, cfg)
-    out = write_animation(lap, args.out)
+    out = write_animation(lap, args.out, title=f"EVO RL {cfg.algo.name.upper()} on {lap.track.name}")
     ref = f" (reference {lap.reference_lap_time:.2f} s)" if lap.reference_lap_time else ""
     if lap.finished:
         print(f"lap time {lap.lap_time:.2f} s{ref} on {lap.track.name}; animation: {out}")

@@ -245,7 +245,7 @@ class _DType:
         self.code, self.order = code, "<"
 
     def dtype(self) -> np.dtype:
-        return np.dtype(self.code).newbyteorder(self.order if self.order in "<>" else "=")
+        return np.dtype(self.code).newbyteorder(self.order if self.order in ("<", ">") else "=")
 
 
 class _ArrayStub:
@@ -408,7 +408,7 @@ class _PickleReader:
 def _is_numeric_dtype(code: str) -> bool:
     try:
         return np.dtype(code).kind in _NUMERIC_KINDS
-    except TypeError:
+    except (TypeError, ValueError):
         return False
 
 

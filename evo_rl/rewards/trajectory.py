@@ -21,7 +21,7 @@ which gives the same result as visiting every point at a fraction of the cost.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba as nb
 import numpy as np
@@ -29,6 +29,10 @@ from pydantic import Field
 
 from evo_rl.config import Section
 from evo_rl.rewards.base import RewardTerm, StepContext, register
+
+if TYPE_CHECKING:
+    from evo_rl.rewards.reference import Reference
+    from evo_rl.sim.track import Track
 
 _EPS = 1e-7  # margin, m, for rounding in the skip bounds
 DELTA = 0.05  # m: a straight run's points stay this close to their ray
@@ -43,12 +47,11 @@ def _dist(data: np.ndarray, i: int, px: float, py: float, pz: float) -> float:
 
 
 @nb.njit(cache=True)
-def straight_runs(data: np.ndarray, delta: float, cap: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per point ``i``: the unit direction to the next point, ``[Q, 3]``, and how many of the
-    following points (at most ``cap``) lie within ``delta`` of the ray from ``i`` along it, ``[Q]``."""
+def straight_runs(data: np.ndarray, delta: float, cap: int) -> np.ndarray:
+    """Per point ``i``, ``[Q]``: how many of the following points (at most ``cap``) lie within
+    ``delta`` of the ray from point ``i`` through point ``i + 1``."""
     n = data.shape[0]
-    tangent = np.zeros((n, 3))
-    run = np.zeros(n, np.int64)
+    run = np.zeros(n, np.int32)
     for i in range(n - 1):
         ux = data[i + 1, 0] - data[i, 0]
         uy = data[i + 1, 1] - data[i, 1]
@@ -57,7 +60,6 @@ def straight_runs(data: np.ndarray, delta: float, cap: int) -> tuple[np.ndarray,
         if length == 0.0:
             continue
         ux, uy, uz = ux / length, uy / length, uz / length
-        tangent[i, 0], tangent[i, 1], tangent[i, 2] = ux, uy, uz
         k = 0
         while i + k + 1 < n and k < cap:
             vx = data[i + k + 1, 0] - data[i, 0]
@@ -69,13 +71,24 @@ def straight_runs(data: np.ndarray, delta: float, cap: int) -> tuple[np.ndarray,
                 break
             k += 1
         run[i] = k
-    return tangent, run
+    return run
+
+
+@nb.njit(cache=True, inline="always")
+def _ray_distance(data: np.ndarray, i: int, d: float, px: float, py: float, pz: float) -> float:
+    """Distance from the car to the ray from point ``i`` through point ``i + 1``; ``d``: to point ``i``."""
+    ux = data[i + 1, 0] - data[i, 0]
+    uy = data[i + 1, 1] - data[i, 1]
+    uz = data[i + 1, 2] - data[i, 2]
+    ahead = ((px - data[i, 0]) * ux + (py - data[i, 1]) * uy + (pz - data[i, 2]) * uz) / np.sqrt(
+        ux * ux + uy * uy + uz * uz
+    )
+    return d if ahead <= 0.0 else np.sqrt(max(d * d - ahead * ahead, 0.0))
 
 
 @nb.njit(cache=True)
 def search_best(
     data: np.ndarray,
-    tangent: np.ndarray,
     run: np.ndarray,
     step: float,
     px: float,
@@ -109,13 +122,7 @@ def search_best(
         else:
             skip = max(int((d - min_d - _EPS) * inv_step), 0)
             if run[index] > skip and d - DELTA > min_d + _EPS:
-                ahead = (
-                    (px - data[index, 0]) * tangent[index, 0]
-                    + (py - data[index, 1]) * tangent[index, 1]
-                    + (pz - data[index, 2]) * tangent[index, 2]
-                )
-                to_ray = d if ahead <= 0.0 else np.sqrt(max(d * d - ahead * ahead, 0.0))
-                if to_ray - DELTA > min_d + _EPS:
+                if _ray_distance(data, index, d, px, py, pz) - DELTA > min_d + _EPS:
                     skip = run[index]
         index += 1 + skip
         patience -= 1 + skip
@@ -144,9 +151,44 @@ def search_best(
     return best
 
 
-def _trajectory_step(
+@nb.njit(cache=True, inline="always")
+def _car_step(
+    i: int,
     data: np.ndarray,
-    tangent: np.ndarray,
+    run: np.ndarray,
+    step: float,
+    pos: np.ndarray,
+    cur: np.ndarray,
+    step_counter: np.ndarray,
+    failure_counter: np.ndarray,
+    check_forward: int,
+    check_backward: int,
+    max_stray: float,
+    min_steps: int,
+    failure_countdown: int,
+    reward: np.ndarray,
+    terminate: np.ndarray,
+) -> None:
+    """One step of car ``i``: its index, counters, reward and termination."""
+    step_counter[i] += 1
+    best = search_best(
+        data, run, step, pos[i, 0], pos[i, 1], pos[i, 2], cur[i], check_forward, check_backward, max_stray
+    )
+    progressed = best > cur[i]
+    reward[i] = (best - cur[i]) / 100.0 if progressed else 0.0
+    terminate[i] = False
+    if progressed:
+        failure_counter[i] = 0
+    elif step_counter[i] > min_steps:
+        failure_counter[i] += 1
+        if failure_counter[i] > failure_countdown:
+            terminate[i] = True
+    cur[i] = best
+
+
+@nb.njit(cache=True)
+def trajectory_step(
+    data: np.ndarray,
     run: np.ndarray,
     step: float,
     pos: np.ndarray,
@@ -162,26 +204,65 @@ def _trajectory_step(
     terminate: np.ndarray,
 ) -> None:
     """One step of N cars: updates ``cur``, the counters, ``reward`` [N] and ``terminate`` [N] in place."""
-    for i in nb.prange(pos.shape[0]):
-        step_counter[i] += 1
-        best = search_best(
-            data, tangent, run, step, pos[i, 0], pos[i, 1], pos[i, 2], cur[i], check_forward, check_backward, max_stray
+    for i in range(pos.shape[0]):
+        _car_step(
+            i,
+            data,
+            run,
+            step,
+            pos,
+            cur,
+            step_counter,
+            failure_counter,
+            check_forward,
+            check_backward,
+            max_stray,
+            min_steps,
+            failure_countdown,
+            reward,
+            terminate,
         )
-        progressed = best > cur[i]
-        reward[i] = (best - cur[i]) / 100.0 if progressed else 0.0
-        terminate[i] = False
-        if progressed:
-            failure_counter[i] = 0
-        elif step_counter[i] > min_steps:
-            failure_counter[i] += 1
-            if failure_counter[i] > failure_countdown:
-                terminate[i] = True
-        cur[i] = best
 
 
-# One car costs well under a microsecond: threads only pay off for many cars.
-trajectory_step = nb.njit(cache=True)(_trajectory_step)
-trajectory_step_parallel = nb.njit(cache=True, parallel=True)(_trajectory_step)
+@nb.njit(cache=True, parallel=True)
+def trajectory_step_parallel(
+    data: np.ndarray,
+    run: np.ndarray,
+    step: float,
+    pos: np.ndarray,
+    cur: np.ndarray,
+    step_counter: np.ndarray,
+    failure_counter: np.ndarray,
+    check_forward: int,
+    check_backward: int,
+    max_stray: float,
+    min_steps: int,
+    failure_countdown: int,
+    reward: np.ndarray,
+    terminate: np.ndarray,
+) -> None:
+    """:func:`trajectory_step` with the cars spread over numba's threads."""
+    for i in nb.prange(pos.shape[0]):
+        _car_step(
+            i,
+            data,
+            run,
+            step,
+            pos,
+            cur,
+            step_counter,
+            failure_counter,
+            check_forward,
+            check_backward,
+            max_stray,
+            min_steps,
+            failure_countdown,
+            reward,
+            terminate,
+        )
+
+
+# One car costs a fraction of a microsecond: threads only pay off for many cars.
 PARALLEL_MIN_CARS = 256
 
 
@@ -196,7 +277,9 @@ class ProgressTrajectory(RewardTerm):
     class Params(Section):
         end_of_track: float = Field(100.0, description="reward for reaching the finish line")
         constant_penalty: float = Field(0.0, description="reward added at every step")
-        check_forward: int = Field(500, ge=1, description="search patience forward, points (max cut: 50 m)")
+        check_forward: int = Field(
+            500, ge=1, description="search patience forward, in points 0.1 m apart (500: cuts up to 50 m count)"
+        )
         check_backward: int = Field(10, ge=1, description="search patience backward, points")
         failure_countdown: int = Field(10, ge=0, description="end after more steps than this in a row without progress")
         min_steps: int = Field(70, ge=0, description="steps of an episode before the failure countdown runs")
@@ -205,13 +288,13 @@ class ProgressTrajectory(RewardTerm):
             True, description="resample the reference every 0.1 m (false: use its points as they are, e.g. TMRL's)"
         )
 
-    def __init__(self, n_envs: int, track: Any, reference: Any, **params: Any) -> None:
+    def __init__(self, n_envs: int, track: Track | None, reference: Reference, **params: Any) -> None:
         super().__init__(n_envs, track, reference, **params)
         pts = reference.dense if self.params.resample else reference.points3
         self.data = np.ascontiguousarray(pts, dtype=np.float64)  # [Q, 3]
         chords = np.linalg.norm(np.diff(self.data, axis=0), axis=1)
         self.step = float(chords.max()) * (1 + 1e-9) if len(chords) else 0.0  # m, bound on consecutive distance
-        self.tangent, self.run = straight_runs(self.data, DELTA, self.params.check_forward)  # [Q, 3], [Q]
+        self.run = straight_runs(self.data, DELTA, self.params.check_forward)  # [Q] int32
         self.cur = np.zeros(n_envs, np.int64)  # [N] index of each car on the reference
         self.step_counter = np.zeros(n_envs, np.int64)  # [N]
         self.failure_counter = np.zeros(n_envs, np.int64)  # [N]
@@ -231,7 +314,6 @@ class ProgressTrajectory(RewardTerm):
         kernel = trajectory_step_parallel if self.n_envs >= PARALLEL_MIN_CARS else trajectory_step
         kernel(
             self.data,
-            self.tangent,
             self.run,
             self.step,
             pos,

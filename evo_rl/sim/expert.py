@@ -8,10 +8,14 @@ returns actions for all its cars at once (no loop over cars):
   speed-dependent distance ahead; the curvature it asks for is turned into a
   steering command with the simulator's turn-rate law and capped at what the
   tyres can hold, so the expert never slides on purpose;
-- pedals: the reference speed a short time ahead is the target. With binary
-  pedals (the default controls) the expert brakes when it is above the target
-  by more than a small band, accelerates when below it and coasts in between;
-  with analog pedals it presses them in proportion to the speed error.
+- pedals: the target is the reference speed a moment ahead, lowered when the
+  car is off the line and its steering asks for more grip than the tyres have.
+  The pedals only take the grip that cornering leaves (friction circle). With
+  binary pedals (the default controls) the expert presses the gas when below
+  the target and the brakes when above it by a small band, pulsing the pedal
+  (first-order sigma-delta over the control steps) to press it on the right
+  fraction of the steps; with analog pedals it presses them in proportion to
+  the speed error, capped the same way.
 
 :func:`run_expert_lap` drives one lap and records it.
 """
@@ -71,6 +75,7 @@ class ExpertDriver:
         curvature = 2.0 * left / np.maximum(forward**2 + left**2, 1e-6)  # [N] 1/m, left positive
         grip = (car.grip + car.downforce * speed / 100.0) * GRAVITY  # [N] m/s²
         hold = gains.grip_use * grip / np.maximum(speed, 1.0) ** 2  # [N] tightest curvature the tyres hold
+        v_hold = np.sqrt(gains.grip_use * grip / np.maximum(np.abs(curvature), 1e-6))  # [N] m/s that holds it
         curvature = np.clip(curvature, -hold, hold)
         # the simulator turns at -steer * min(v tan(max_steer) / wheelbase, yaw_overshoot * grip / v)
         per_steer = np.minimum(self._turn_per_steer, car.yaw_overshoot * grip / np.maximum(speed, 1.0) ** 2)  # [N]
@@ -78,6 +83,7 @@ class ExpertDriver:
 
         # pedals: the reference speed where the car will be a moment from now
         v_target = ref.speed_at(s + gains.preview_time * np.abs(v_long) + 1.0)  # [N] m/s
+        v_target = np.minimum(v_target, v_hold)  # off the line in a curve: slow down to get back on it
         error = v_target - speed  # [N] m/s, positive: too slow
         # grip left for the pedals once cornering takes its share: the gas gives way to the steering
         # command and to removing sideways slip; the brakes only to the racing line's own curvature

@@ -1,20 +1,26 @@
 """Reference driving: a racing line, the speed the car can carry along it, and the
 reference lap time.
 
-The racing line is a minimum-curvature line inside the corridor: each fine
-cross-section ``i`` of the strip carries a lateral offset ``alpha_i`` (left
-positive) bounded by ``±(half road width - margin)``, and the offsets minimise the
-sum of squared second differences of the line points, a discrete form of
-``∫ κ² ds`` (Braghin et al., "Race driving along a minimum curvature path",
-2008). The box-constrained quadratic programme has a pentadiagonal Hessian and
-is solved exactly by a primal active-set method with banded Cholesky solves.
+The racing line is a minimum-curvature line inside the corridor (Braghin et al.,
+"Race driving along a minimum curvature path", 2008). The strip is cut into fine
+cross-sections about a metre apart; cross-section ``i`` carries a lateral offset
+``alpha_i`` (left positive) bounded by ``±(half road width - margin)`` with
+``margin = car.half_width + safety``. The offsets minimise a discrete ``∫ κ² ds``:
+a box-constrained quadratic programme with a pentadiagonal Hessian, solved by a
+primal active-set method with banded Cholesky solves, then refined a few times
+so that only the curvature, not the uneven spacing of the cross-sections, is
+penalised (see :func:`min_curvature_offsets`).
 
 The speed profile is the classic forward-backward integration (e.g. Velenis &
 Tsiotras, "Minimum-time travel for a vehicle with acceleration limits", 2008):
-a lateral cap ``v² |κ| <= a_lat(v)``, a forward pass from rest at the start line
-with the engine's acceleration and a backward pass with the brakes, both sharing
-the tyre grip with cornering through a friction ellipse. The limits are the
-car's own, from :func:`evo_rl.sim.physics.accel_limits`.
+a lateral cap ``v² |κ| <= a_lat(v)``, a forward pass from rest with the engine
+and a backward pass with the brakes, whose tyre forces share the grip with
+cornering through the friction circle, as the simulator applies it. The limits
+are the car's own, from :func:`evo_rl.sim.physics.accel_limits`.
+
+The reference lap time is measured like :attr:`World.race_time`: from rest where
+:meth:`World.reset` puts the cars (``START_AHEAD`` past the start line, on the
+centre line) until the finish line.
 """
 
 from __future__ import annotations
@@ -55,18 +61,18 @@ class Reference:
     line: np.ndarray  # [K, 2] racing line points, m
     s: np.ndarray  # [K] arc length along the line from its first point, m
     speed: np.ndarray  # [K] reference speed, m/s
-    time: np.ndarray  # [K] time from the start line, s (negative before it)
+    time: np.ndarray  # [K] time from the start position, s (negative before it)
     curvature: np.ndarray  # [K] signed curvature of the line, 1/m (left turns positive)
     offset: np.ndarray  # [K] lateral offset from the centre line, m (left positive)
     center_s: np.ndarray  # [K] centre-line arc length of each line point's cross-section, m
     section: np.ndarray  # [M+1] line index of each track cross-section
-    start_index: int  # line index of the start line
+    start_index: int  # line index of the cars' start position (START_AHEAD past the start line)
     finish_index: int  # line index of the finish line
-    lap_time: float  # seconds from rest at the start line to the finish line
+    lap_time: float  # seconds from rest at the start position to the finish line
 
     @property
     def length(self) -> float:
-        """Racing-line distance from the start line to the finish line, m."""
+        """Racing-line distance from the start position to the finish line, m."""
         return float(self.s[self.finish_index] - self.s[self.start_index])
 
     def line_s(self, progress_s: np.ndarray) -> np.ndarray:
@@ -141,7 +147,9 @@ def _h(d0: np.ndarray, d1: np.ndarray, d2: np.ndarray, i: int, j: int) -> float:
 
 
 @numba.njit(cache=True)
-def _solve_free(d0, d1, d2, g, x, free):  # noqa: ANN001, ANN202 - numba kernel
+def _solve_free(
+    d0: np.ndarray, d1: np.ndarray, d2: np.ndarray, g: np.ndarray, x: np.ndarray, free: np.ndarray
+) -> np.ndarray:
     """Minimise over the free variables with the others held: H_FF y = -(g_F + H_FX x_X)."""
     n = len(x)
     idx = np.empty(n, np.int64)
@@ -190,7 +198,7 @@ def _solve_free(d0, d1, d2, g, x, free):  # noqa: ANN001, ANN202 - numba kernel
 
 
 @numba.njit(cache=True)
-def _gradient(d0, d1, d2, g, x, i):  # noqa: ANN001, ANN202 - numba kernel
+def _gradient(d0: np.ndarray, d1: np.ndarray, d2: np.ndarray, g: np.ndarray, x: np.ndarray, i: int) -> float:
     """Component ``i`` of the gradient ``H x + g``."""
     n = len(x)
     grad = g[i]
@@ -200,7 +208,17 @@ def _gradient(d0, d1, d2, g, x, i):  # noqa: ANN001, ANN202 - numba kernel
 
 
 @numba.njit(cache=True)
-def _box_qp(d0, d1, d2, g, lo, hi, x0, state, max_iter):  # noqa: ANN001, ANN202 - numba kernel
+def _box_qp(
+    d0: np.ndarray,
+    d1: np.ndarray,
+    d2: np.ndarray,
+    g: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    x0: np.ndarray,
+    state: np.ndarray,
+    max_iter: int,
+) -> tuple[np.ndarray, int]:
     """min ½ xᵀHx + gᵀx subject to lo <= x <= hi, H pentadiagonal positive definite.
 
     Primal active set, warm-started from ``x0`` and ``state [n]`` (0 free, -1 held
@@ -365,7 +383,7 @@ def _table(tab: np.ndarray, dv: float, v: float) -> float:
 
 
 @numba.njit(cache=True)
-def _avail(tab, lat, res, sign, dv, v, kappa):  # noqa: ANN001, ANN202 - numba kernel
+def _avail(tab: np.ndarray, lat: np.ndarray, res: np.ndarray, sign: float, dv: float, v: float, kappa: float) -> float:
     """Net acceleration (``sign = 1``) or deceleration (``sign = -1``) left at speed ``v`` on curvature ``kappa``.
 
     The tyre part (``tab`` minus the resistance ``res``) is capped by the friction
@@ -380,7 +398,17 @@ def _avail(tab, lat, res, sign, dv, v, kappa):  # noqa: ANN001, ANN202 - numba k
 
 
 @numba.njit(cache=True)
-def _passes(ds, kappa, cap, dv, fwd, brk, lat, res, start):  # noqa: ANN001, ANN202 - numba kernel
+def _passes(
+    ds: np.ndarray,
+    kappa: np.ndarray,
+    cap: np.ndarray,
+    dv: float,
+    fwd: np.ndarray,
+    brk: np.ndarray,
+    lat: np.ndarray,
+    res: np.ndarray,
+    start: int,
+) -> np.ndarray:
     """Forward pass (engine, from rest at ``start`` and at point 0), then backward pass (brakes).
 
     Each step integrates d(v²)/ds = 2 a(v) with the midpoint rule.

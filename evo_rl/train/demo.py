@@ -20,6 +20,8 @@ class Lap:
     positions: np.ndarray  # [T, 2] plane positions, m
     yaws: np.ndarray  # [T] heading, rad
     speeds: np.ndarray  # [T] m/s
+    gears: np.ndarray  # [T]
+    times: np.ndarray  # [T] race time, s
     finished: bool
     race_time: float  # s at the episode's end
     progress: float  # fraction of the track driven, 0..1
@@ -39,13 +41,20 @@ def drive_lap(actor: Any, cfg: EvoConfig, seed: int | None = None) -> Lap:
     env = VecTrackEnv(cfg, n_envs=1, autoreset=False)
     world = env.world
     obs, _ = env.reset(seed=cfg.env.seed if seed is None else seed)
-    pos, yaw, speed = [world.pos[0].copy()], [float(world.yaw[0])], [float(world.speed()[0])]
-    info: dict[str, Any] = {}
-    for _ in range(cfg.env.max_steps):
-        obs, _, terminated, truncated, info = env.step(actor.act(obs, test=True))
+    pos, yaw, speed, gear, times = [], [], [], [], []
+
+    def record() -> None:
         pos.append(world.pos[0].copy())
         yaw.append(float(world.yaw[0]))
         speed.append(float(world.speed()[0]))
+        gear.append(int(world.gear[0]))
+        times.append(float(world.race_time[0]))
+
+    record()
+    info: dict[str, Any] = {}
+    for _ in range(cfg.env.max_steps):
+        obs, _, terminated, truncated, info = env.step(actor.act(obs, test=True))
+        record()
         if terminated[0] or truncated[0]:
             break
     finished = bool(info["finished"][0])
@@ -54,6 +63,8 @@ def drive_lap(actor: Any, cfg: EvoConfig, seed: int | None = None) -> Lap:
         positions=np.array(pos),  # [T, 2]
         yaws=np.array(yaw),  # [T]
         speeds=np.array(speed),  # [T]
+        gears=np.array(gear),  # [T]
+        times=np.array(times),  # [T]
         finished=finished,
         race_time=float(info["race_time"][0]),
         progress=1.0 if finished else float(info["progress"][0]),
@@ -63,8 +74,20 @@ def drive_lap(actor: Any, cfg: EvoConfig, seed: int | None = None) -> Lap:
     )
 
 
-def write_animation(lap: Lap, out: str | Path) -> Path:
+def write_animation(lap: Lap, out: str | Path, title: str | None = None) -> Path:
     """A GIF of the recorded lap (the simulator's top-view animation)."""
     from evo_rl.sim.animate import animate_lap
 
-    return Path(animate_lap(lap.track, lap.positions, lap.yaws, lap.speeds, out, dt=lap.dt))
+    return animate_lap(
+        lap.track,
+        lap.positions,
+        lap.yaws,
+        lap.speeds,
+        out,
+        dt=lap.dt,
+        gears=lap.gears,
+        times=lap.times,
+        title=title,
+        lap_time=lap.lap_time,
+        reference_lap_time=lap.reference_lap_time,
+    )

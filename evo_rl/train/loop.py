@@ -18,6 +18,7 @@ and a checkpoint. ``evo-rl pause RUN`` stops stepping and learning until
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -129,10 +130,15 @@ class ActiveClock:
 
 
 def configure_torch(cfg: EvoConfig) -> None:
-    """Seed torch and set its CPU threads (``train.torch_threads``; 0 keeps torch's choice)."""
+    """Seed torch and set its CPU threads: ``train.torch_threads``, or half the cores when 0.
+
+    The simulator's kernels and torch take turns on the same cores; torch threads
+    spinning while the simulator runs (and the reverse) cost more than a second
+    thread gains on small machines.
+    """
     torch.manual_seed(cfg.train.seed)
-    if cfg.train.torch_threads > 0:
-        torch.set_num_threads(cfg.train.torch_threads)
+    threads = cfg.train.torch_threads or max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(threads)
 
 
 class Trainer:
@@ -339,9 +345,8 @@ class Trainer:
         else:
             actions = self.agent.actor.act(obs, test=False)  # [N, 3]
         next_obs, reward, terminated, truncated, infos = self.env.step(actions)
-        self.memory.add(
-            obs, np.clip(actions, -1.0, 1.0), reward, terminated, truncated, infos.get("final_obs"), infos.get("_final_obs")
-        )
+        final_obs, final_mask = infos.get("final_obs"), infos.get("_final_obs")
+        self.memory.add(obs, np.clip(actions, -1.0, 1.0), reward, terminated, truncated, final_obs, final_mask)
         self._record_step(reward, infos, terminated, truncated)
         self.obs = next_obs
         c.env_steps += self.n_envs
