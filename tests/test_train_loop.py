@@ -170,3 +170,13 @@ def test_resume_cli_accepts_only_train_overrides(tmp_path, capsys):
     run = resolve_run("x", tmp_path)
     assert run.load_config().train.total_steps == 80
     assert json.loads(run.metrics_path.read_text().splitlines()[-1])["env_steps"] == 80
+
+
+def test_demo_writes_an_animation(tmp_path, capsys):
+    assert main(["train", "--name", "d", *SMALL, f"train.runs_dir={tmp_path}", "train.total_steps=40"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "lap.gif"
+    assert main(["demo", "--policy", str(tmp_path / "d"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert str(out) in text and ("lap time" in text or "no finish" in text)
+    assert out.read_bytes()[:6] in (b"GIF87a", b"GIF89a")

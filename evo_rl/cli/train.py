@@ -52,6 +52,9 @@ def _resume_config(args: argparse.Namespace):  # noqa: ANN202 - returns (RunDir,
             )
     runs_dir = load_config(None, [o for o in overrides if o.startswith("train.runs_dir=")]).train.runs_dir
     run = resolve_run(args.resume, runs_dir)
+    pid = run.trainer_pid()
+    if pid is not None:
+        raise ConfigError(f"run {run.path} is being trained right now by process {pid}; stop it before --resume")
     cfg = run.load_config()
     if overrides:
         data = cfg.model_dump(mode="json")

@@ -64,7 +64,7 @@ def animate_lap(
     band = 3 * _line_height(view) + 14
     canvas = Image.new("RGB", (base.width, base.height + band), GRASS)  # the trace is drawn on it as the lap goes
     canvas.paste(base, (0, 0))
-    _draw_legend(canvas, view, vmax, (base.width - view.margin - 215, base.height + 8))
+    _draw_legend(canvas, view, vmax, (base.width - view.margin - 215, base.height + 4 + 2 * _line_height(view)))
     text_at = (view.margin, base.height + 4)
 
     # one palette for every frame, taken from the whole lap drawn at once

@@ -54,11 +54,10 @@ def trace(edges: np.ndarray, q: int, ox: float, oy: float, dx: float, dy: float,
     return t_in, q, HIT_LEFT
 
 
-def dynamics(p, ratios, top, gas, brake, cmd, yaw, vx, vy, steer, gear, dt):  # noqa: ANN001, ANN201 - arrays [N]
+def dynamics(p, ratios, top, gas, brake, cmd, cs, sn, vx, vy, steer, gear, dt):  # noqa: ANN001, ANN201 - arrays [N]
     """:func:`evo_rl.sim.physics.dynamics` over arrays of cars."""
     step = p[ph.P_STEER_RATE] * dt
     steer = steer + np.clip(cmd - steer, -step, step)
-    cs, sn = np.cos(yaw), np.sin(yaw)
     v_long = vx * cs + vy * sn
     v_lat = -vx * sn + vy * cs
     speed = np.sqrt(vx * vx + vy * vy)
@@ -101,6 +100,15 @@ def dynamics(p, ratios, top, gas, brake, cmd, yaw, vx, vy, steer, gear, dt):  # 
     vx = np.where(moving, vx * factor, vx)
     vy = np.where(moving, vy * factor, vy)
     return vx, vy, yaw_rate, steer, gear, rpm
+
+
+def rotate(cs: np.ndarray, sn: np.ndarray, angle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`evo_rl.sim.physics.rotate` over arrays."""
+    a2 = angle * angle
+    small = a2 < 0.01
+    c = np.where(small, 1.0 - a2 / 2.0 + a2 * a2 / 24.0 - a2 * a2 * a2 / 720.0, np.cos(angle))
+    s = np.where(small, angle * (1.0 - a2 / 6.0 + a2 * a2 / 120.0 - a2 * a2 * a2 / 5040.0), np.sin(angle))
+    return cs * c - sn * s, sn * c + cs * s
 
 
 def move(p: np.ndarray, inset: np.ndarray, q: int, x: float, y: float, vx: float, vy: float, dt: float):  # noqa: ANN201
@@ -172,14 +180,18 @@ def step(world: Any, actions: np.ndarray) -> dict[str, np.ndarray]:
     done, clock = st["finished"].copy(), st["race_time"].copy()
     contact = np.zeros(len(x), bool)
     yaw_rate, rpm = st["yaw_rate"], st["rpm"]
+    cs, sn = np.cos(yaw), np.sin(yaw)
     for _ in range(world.sim.substeps):
-        vx, vy, yaw_rate, steer, gear, rpm = dynamics(p, ratios, top, gas, brake, a[:, 2], yaw, vx, vy, steer, gear, h)
+        vx, vy, yaw_rate, steer, gear, rpm = dynamics(
+            p, ratios, top, gas, brake, a[:, 2], cs, sn, vx, vy, steer, gear, h
+        )
         q_prev = q.copy()
         for i in range(len(x)):
             x[i], y[i], vx[i], vy[i], q[i], hit = move(p, world.inset, int(q[i]), x[i], y[i], vx[i], vy[i], h)
             contact[i] |= hit
         yaw = yaw + yaw_rate * h
         yaw = np.where(yaw >= math.pi, yaw - 2.0 * math.pi, np.where(yaw < -math.pi, yaw + 2.0 * math.pi, yaw))
+        cs, sn = rotate(cs, sn, yaw_rate * h)
         clock = np.where(done, clock, clock + h)
         done = done | ((q_prev < track.finish) & (track.finish <= q))
     cps = np.sort(np.asarray(track.checkpoints, np.int64))

@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -179,7 +180,7 @@ class Trainer:
             layout = ObsLayout.from_space(
                 self.env.single_observation_space, cfg.env.hist_len, cfg.env.act_buf_len, cfg.env.flavour
             )
-            gamma = getattr(self.agent, "config", cfg.algo.sac).gamma
+            gamma = self.agent.config.gamma  # the algorithm's discount, for n-step returns
             self.memory = ReplayMemory.from_config(
                 cfg.memory, layout, self.n_envs, gamma, str(self.agent.device), cfg.train.seed
             )
@@ -189,12 +190,18 @@ class Trainer:
         self.last_eval: EvalResult | None = None
         self.dashboard = dashboard or Dashboard(run.name, self._budget(), cfg.train.dashboard)
         self._env_rng_state: dict[str, Any] | None = None
-        self._notes: list[str] = []
+        self._notes: list[str] = []  # shown when the dashboard starts (resume, corrupt checkpoints)
         if resume:
             self._restore()
         self.counters.sessions += 1
         self._stop: str | None = None
-        self._term_sums = {}  # term -> [N] running sums of the current episodes
+        self.stop_reason = ""
+        self._term_sums: dict[str, np.ndarray] = {}  # term -> [N] sums over the running episodes
+        self.interval = Interval()
+        self.shown_episode: dict[str, Any] | None = None  # last interval's episode summary, for the dashboard
+        self.shown_losses: dict[str, float] = {}
+        self.shown_rates = (0.0, 0.0)  # env steps/s, updates/s
+        self.logger: MetricsLogger | None = None
 
     # ------------------------------------------------------------------ budget
 
@@ -232,7 +239,7 @@ class Trainer:
         if self.memory is not None and self.cfg.train.save_replay:
             memory = self.memory
 
-            def write(folder):  # noqa: ANN001, ANN202 - callback of CheckpointManager.save
+            def write(folder: Path) -> None:
                 folder.mkdir()
                 memory.save(folder / REPLAY_FILE)
 
@@ -253,7 +260,7 @@ class Trainer:
             if name in ck.state:
                 setattr(self.counters, name, ck.state[name])
         if ck.state.get("last_eval"):
-            self.last_eval = EvalResult(**{k: v for k, v in ck.state["last_eval"].items()})
+            self.last_eval = EvalResult(**ck.state["last_eval"])
         self._env_rng_state = ck.state.get("env_rng")
         if self.memory is not None:
             if ck.replay_path is not None:
@@ -268,7 +275,7 @@ class Trainer:
     def _warn(self, text: str) -> None:
         self._notes.append(f"warning: {text}")
 
-    def _save_policy(self, path=None) -> None:  # noqa: ANN001
+    def _save_policy(self, path: Path | None = None) -> None:
         ev = self.last_eval.to_dict() if self.last_eval else None
         save_policy(
             path or self.run.policy_path, self.agent.actor, self.cfg, env_steps=self.counters.env_steps, eval=ev
@@ -296,15 +303,15 @@ class Trainer:
             f"evaluation {c.evaluations}: finish rate {100 * result.finish_rate:.0f}%, {lap}{ratio}, "
             f"progress {100 * result.mean_progress:.0f}%"
         )
-        self.logger.log(
-            {"time": time.time(), "elapsed": c.elapsed, "env_steps": c.env_steps, "updates": c.updates}
-            | {"eval": result.to_dict()}
-        )
+        if self.logger is not None:
+            record = {"time": time.time(), "elapsed": c.elapsed, "env_steps": c.env_steps, "updates": c.updates}
+            self.logger.log(record | {"eval": result.to_dict()})
         return result
 
     # ------------------------------------------------------------------ episodes
 
-    def _record_step(self, reward: np.ndarray, infos: dict[str, Any], terminated, truncated) -> None:  # noqa: ANN001
+    def _record_step(self, infos: dict[str, Any], terminated: np.ndarray, truncated: np.ndarray) -> None:
+        """Sum the reward terms of the running episodes; gather the statistics of those that ended."""
         for name, values in infos.get("reward_terms", {}).items():
             sums = self._term_sums.get(name)
             if sums is None:
@@ -337,17 +344,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ stepping
 
+    def _random_phase(self) -> bool:
+        """Off-policy runs act at random for their first ``train.start_steps`` car-steps."""
+        return not self.on_policy and self.counters.env_steps < self.cfg.train.start_steps
+
     def _offpolicy_step(self) -> None:
         cfg, c = self.cfg, self.counters
         obs = self.obs
-        if c.env_steps < cfg.train.start_steps:
+        if self._random_phase():
             actions = self.rng.uniform(-1.0, 1.0, (self.n_envs, 3)).astype(np.float32)  # [N, 3]
         else:
             actions = self.agent.actor.act(obs, test=False)  # [N, 3]
         next_obs, reward, terminated, truncated, infos = self.env.step(actions)
         final_obs, final_mask = infos.get("final_obs"), infos.get("_final_obs")
         self.memory.add(obs, np.clip(actions, -1.0, 1.0), reward, terminated, truncated, final_obs, final_mask)
-        self._record_step(reward, infos, terminated, truncated)
+        self._record_step(infos, terminated, truncated)
         self.obs = next_obs
         c.env_steps += self.n_envs
         self.interval.env_steps += self.n_envs
@@ -371,7 +382,7 @@ class Trainer:
         next_obs, reward, terminated, truncated, infos = self.env.step(step.action)
         final_value = self.agent.final_values(infos, truncated)
         rollout.add(self.obs, step.raw_action, step.log_prob, step.value, reward, terminated, truncated, final_value)
-        self._record_step(reward, infos, terminated, truncated)
+        self._record_step(infos, terminated, truncated)
         self.obs = next_obs
         c.env_steps += self.n_envs
         self.interval.env_steps += self.n_envs
@@ -426,7 +437,7 @@ class Trainer:
             "reference_lap_time": self.evaluator.reference_lap_time,
             "evaluations": c.evaluations,
             "paused": paused,
-            "status": "learning" if c.env_steps >= self.cfg.train.start_steps else "collecting random steps",
+            "status": "collecting random steps" if self._random_phase() else "learning",
         }
 
     def _log_interval(self) -> None:
@@ -466,9 +477,7 @@ class Trainer:
         cfg, c = self.cfg, self.counters
         self.logger = MetricsLogger(self.run.path, cfg, self.run.name)
         self.interval = Interval()
-        self.shown_episode: dict[str, Any] | None = None
-        self.shown_losses: dict[str, float] = {}
-        self.shown_rates = (0.0, 0.0)
+        self._stop = None
         self.run.mark_running()
         old_handlers = self._install_signals()
         self.obs, _ = self.env.reset(seed=cfg.env.seed + 7919 * (c.sessions - 1))
@@ -545,6 +554,7 @@ class Trainer:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
             self.logger.close()
+            self.logger = None
             self.run.mark_stopped()
         self.stop_reason = reason
         return c
