@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
@@ -27,6 +26,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from evo_rl.config import EvoConfig, load_config
 from evo_rl.envs.vector import VecTrackEnv
 from evo_rl.train.evaluate import Evaluator
+from evo_rl.train.loop import configure_torch
 
 
 class SB3VecTrackEnv(VecEnv):
@@ -105,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cfg = load_config(None, [*args.overrides, "env.flat=true"])
-    if cfg.train.torch_threads > 0:
-        torch.set_num_threads(cfg.train.torch_threads)
+    configure_torch(cfg)  # the same torch threads and seed as evo-rl train
     sac, n_envs = cfg.algo.sac, cfg.env.n_envs
     env = SB3VecTrackEnv(cfg)
     evaluator = Evaluator(cfg, args.episodes)

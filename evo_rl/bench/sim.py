@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from evo_rl.cli.common import add_config_args, config_from_args
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``evo-rl bench sim``."""
@@ -26,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--obs", choices=["lidar", "full"], default="lidar", help="LIDAR or 64x64 camera observations")
     parser.add_argument("--track", default="evo-test", help="built-in track name or .track path (default evo-test)")
     parser.add_argument("--threads", type=int, default=0, help="numba threads; 0 = all cores")
+    add_config_args(parser)  # e.g. a reward to compare: `reward=[{term: progress_trajectory}]`
 
 
 def _driver(world: Any, beams: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -44,14 +47,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-ready result."""
     import numba
 
-    from evo_rl.config import EvoConfig
     from evo_rl.envs.vector import VecTrackEnv
     from evo_rl.errors import EvoError
     from evo_rl.sim.tracks import get_track
 
     if args.cars < 1 or args.seconds <= 0:
         raise EvoError(f"--cars must be >= 1 and --seconds > 0, got {args.cars} and {args.seconds}")
-    cfg = EvoConfig()
+    cfg = config_from_args(args)
     cfg.env.flavour = args.obs
     cfg.env.n_envs = args.cars
     cfg.env.track = args.track
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cars": args.cars,
         "threads": numba.get_num_threads(),
         "substeps": cfg.sim.substeps,
+        "reward": [t.term for t in cfg.reward],
         "seconds": round(timed, 3),
         "steps": steps,
         "episodes_finished": finished,

@@ -22,13 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"evo-rl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"evo_rl.cli.{name}")
-        except ModuleNotFoundError as e:  # TEMP during development: sub-command not written yet
-            if e.name != f"evo_rl.cli.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"evo_rl.cli.{name}").register(sub)
     return parser
 
 

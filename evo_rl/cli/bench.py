@@ -18,12 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="speed benchmarks (JSON output)")
     bsub = p.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
     for name, help_text in BENCHES.items():
-        try:  # TEMP during development: benchmark not written yet
-            _module(name)
-        except ModuleNotFoundError as e:
-            if e.name != f"evo_rl.bench.{name}":
-                raise
-            continue
         bp = bsub.add_parser(name, help=help_text)
         bp.add_argument("--json", action="store_true", help="print only the JSON object (the default output)")
         bp.set_defaults(func=_run, bench_name=name)
