@@ -288,24 +288,24 @@ class MemoryConfig(Section):
 
 
 class TrainConfig(Section):
-    minutes: float | None = Field(None, gt=0, description="wall-clock budget; null = until total_steps")
-    total_steps: int = Field(2_000_000, ge=1, description="environment steps (over all cars) to train for")
-    start_steps: int = Field(5000, ge=0, description="random-action steps before learning starts")
-    updates_per_step: float = Field(0.25, gt=0, description="gradient updates per environment step (per car)")
-    eval_every_minutes: float = Field(2.0, gt=0, description="evaluation schedule, wall-clock minutes")
-    eval_episodes: int = Field(2, ge=1, description="deterministic episodes per evaluation")
-    checkpoint_every_minutes: float = Field(5.0, gt=0, description="checkpoint schedule, wall-clock minutes")
-    keep_best: int = Field(3, ge=0, description="best checkpoints kept besides the latest")
-    log_every_seconds: float = Field(5.0, gt=0, description="metrics.jsonl and TensorBoard interval")
+    minutes: float | None = Field(None, gt=0, description="wall-clock budget of one session; null = until total_steps")
+    total_steps: int = Field(2_000_000, ge=1, description="environment steps (all cars, all sessions) to train for")
+    start_steps: int = Field(5000, ge=0, description="off-policy: random-action steps (all cars) before learning")
+    updates_per_step: float = Field(0.25, gt=0, description="off-policy: gradient updates per step of one car")
+    eval_every_minutes: float = Field(2.0, gt=0, description="evaluation schedule, minutes of unpaused time")
+    eval_episodes: int = Field(5, ge=1, description="deterministic episodes per evaluation (one car each, at once)")
+    checkpoint_every_minutes: float = Field(5.0, gt=0, description="checkpoint schedule, minutes of unpaused time")
+    keep_best: int = Field(3, ge=0, description="best checkpoints (by evaluation score) kept besides the latest")
+    log_every_seconds: float = Field(5.0, gt=0, description="metrics.jsonl and TensorBoard interval, seconds")
     runs_dir: str = Field("runs", description="folder holding run folders")
     device: str = Field("auto", description="torch device: auto, cpu or cuda[:N]")
-    torch_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = half the cores, at least 1 (the simulator shares them)")
+    torch_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = half the cores (the simulator shares them)")
     seed: int = Field(0, description="seed of torch and of the replay sampling")
     wandb: bool = Field(False, description="also log to Weights & Biases (needs the wandb package)")
     wandb_project: str = Field("evo-rl", description="Weights & Biases project of the run (train.wandb: true)")
     save_replay: bool = Field(True, description="store the replay memory in the latest checkpoint (resume keeps it)")
     dashboard: Literal["auto", "rich", "plain", "none"] = Field(
-        "auto", description="auto: live dashboard on a terminal, log lines otherwise; rich, plain or none (silent) force one"
+        "auto", description="auto: live view on a terminal, log lines otherwise; rich, plain or none force one"
     )
 
 

@@ -97,20 +97,22 @@ class FakeWorld:
     def position3(self) -> np.ndarray:
         return np.stack([self.pos[:, 0], np.full(self.n, self.track.height), self.pos[:, 1]], axis=1)
 
-    def lidar(self, out: np.ndarray | None = None) -> np.ndarray:
+    def lidar(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         x = np.clip(90.0 - self.pos[:, :1] + self.pos[:, 1:2] * np.arange(self.beams), 0.0, self.range)
         if out is None:
             return x.astype(np.float32)
-        out[:] = x
+        rows = slice(None) if rows is None else rows
+        out[rows] = x[rows]
         return out
 
-    def images(self, out: np.ndarray | None = None) -> np.ndarray:
+    def images(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         h, w = self.hw
         base = (self.pos[:, 0] * 10 + self.pos[:, 1] * 3).astype(np.int64)
         img = ((base[:, None, None] + np.arange(h * w).reshape(h, w)) % 256).astype(np.uint8)
         if out is None:
             return img
-        out[:] = img
+        rows = slice(None) if rows is None else rows
+        out[rows] = img[rows]
         return out
 
 

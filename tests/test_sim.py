@@ -466,6 +466,23 @@ def test_camera_horizon_walls_and_motion() -> None:
     assert world._gate[3] == GATE_CHECKPOINT
 
 
+def test_sensors_for_some_rows_only(s_world: World) -> None:
+    world = s_world
+    world.reset()
+    for _ in range(20):
+        world.step(follow_centre(world, 30.0))
+    mask = np.zeros(world.n, bool)
+    mask[[3, 100, 511]] = True
+    full = world.lidar()
+    out = np.full_like(full, -1.0)
+    world.lidar(out=out, rows=mask)
+    assert np.array_equal(out[mask], full[mask]) and np.all(out[~mask] == -1.0)
+    images = world.images()
+    frames = np.zeros_like(images)
+    world.images(out=frames, rows=np.array([7, 200]))
+    assert np.array_equal(frames[[7, 200]], images[[7, 200]]) and frames[8].max() == 0
+
+
 def test_serial_and_parallel_kernels_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     import evo_rl.sim.world as world_module
 

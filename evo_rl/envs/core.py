@@ -85,7 +85,7 @@ class TrackCore:
         self.steps[mask] = 0
         self.episode_return[mask] = 0.0
         self.prev_action[mask] = 0.0
-        self.obs.sense(self.world)
+        self.obs.sense(self.world, rows=mask)
         self.obs.restart(mask)
 
     # ------------------------------------------------------------------ stepping

@@ -39,8 +39,8 @@ class ObservationBuilder:
         self.history = np.zeros((n, env.hist_len, *frame_shape), frame_dtype)  # [N, hist, ...] oldest first
         self.actions = np.zeros((n, env.act_buf_len, 3), np.float32)  # [N, act_buf_len, 3] oldest first
 
-    def sense(self, world: Any) -> None:
-        """Read speed, progress / gearbox and the LIDAR or camera of every car."""
+    def sense(self, world: Any, rows: np.ndarray | None = None) -> None:
+        """Read speed, progress / gearbox and the LIDAR or camera of every car (sensors: of ``rows`` only)."""
         s = self.scalars
         s[:, 0] = np.clip(world.speed() * 3.6, 0.0, MAX_SPEED_KMH)
         if self.flavour == "lidar_progress":
@@ -48,9 +48,9 @@ class ObservationBuilder:
         if self.flavour == "full":
             s[:, 1] = np.clip(world.gear, 0, MAX_GEAR)
             s[:, 2] = np.clip(world.rpm, 0.0, self.max_rpm)
-            world.images(out=self.frame)
+            world.images(out=self.frame, rows=rows)
         else:
-            world.lidar(out=self.frame)
+            world.lidar(out=self.frame, rows=rows)
 
     def push(self, action: np.ndarray) -> None:
         """Append the sensed frame and ``action`` [N, 3] to every car's buffers."""

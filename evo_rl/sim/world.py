@@ -199,23 +199,46 @@ class World:
         out[:, 2] = self.pos[:, 1]
         return out
 
-    def lidar(self, out: np.ndarray | None = None) -> np.ndarray:
-        """LIDAR distances ``[N, beams]`` float32, metres (layouts: :mod:`evo_rl.sim.sensors`)."""
+    def lidar(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """LIDAR distances ``[N, beams]`` float32, metres (layouts: :mod:`evo_rl.sim.sensors`).
+
+        With ``rows`` (car indices or an ``[N]`` bool mask) only those cars' rows of ``out`` are written.
+        """
         out = _output(out, (self.n, self.n_beams), np.float32, "lidar")
-        kernel = lidar_cars if self.n >= PARALLEL_CARS else lidar_cars_serial
-        args = (self.edges, self.pos, self.yaw, self.quad, self.beam_angles, self.beam_origins, self.lidar_cfg.range)
+        idx, sub = self._rows(rows, out)
+        pos, yaw, quad = (
+            (self.pos, self.yaw, self.quad) if idx is None else (self.pos[idx], self.yaw[idx], self.quad[idx])
+        )
+        kernel = lidar_cars if len(sub) >= PARALLEL_CARS else lidar_cars_serial
         with self._parallel():
-            kernel(*args, out)
+            kernel(self.edges, pos, yaw, quad, self.beam_angles, self.beam_origins, self.lidar_cfg.range, sub)
+        if idx is not None:
+            out[idx] = sub
         return out
 
-    def images(self, out: np.ndarray | None = None) -> np.ndarray:
-        """First-person grayscale frames ``[N, H, W]`` uint8."""
+    def images(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """First-person grayscale frames ``[N, H, W]`` uint8; ``rows`` as in :meth:`lidar`."""
         cam = self.camera_cfg
         out = _output(out, (self.n, cam.height, cam.width), np.uint8, "images")
-        kernel = images_cars if self.n >= PARALLEL_IMAGES else images_cars_serial
+        idx, sub = self._rows(rows, out)
+        pos, yaw, quad = (
+            (self.pos, self.yaw, self.quad) if idx is None else (self.pos[idx], self.yaw[idx], self.quad[idx])
+        )
+        kernel = images_cars if len(sub) >= PARALLEL_IMAGES else images_cars_serial
         with self._parallel():
-            kernel(self.edges, self.track.s, self._gate, self.pos, self.yaw, self.quad, self._camera, out)
+            kernel(self.edges, self.track.s, self._gate, pos, yaw, quad, self._camera, sub)
+        if idx is not None:
+            out[idx] = sub
         return out
+
+    @staticmethod
+    def _rows(rows: np.ndarray | None, out: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(car indices or None for all, the array a sensor kernel writes into)."""
+        if rows is None:
+            return None, out
+        rows = np.asarray(rows)
+        idx = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.intp)
+        return idx, np.empty((len(idx), *out.shape[1:]), out.dtype)
 
 
 def _output(out: np.ndarray | None, shape: tuple[int, ...], dtype: type, what: str) -> np.ndarray:

@@ -137,7 +137,7 @@ class Dashboard:
         ref = s.get("reference_lap_time")
 
         left = Table(title="training", show_header=False, box=None, padding=(0, 1))
-        left.add_column(style="cyan")
+        left.add_column(style="cyan", no_wrap=True)
         left.add_column(justify="right")
         left.add_row("env steps", f"{s.get('env_steps', 0):,}")
         left.add_row("updates", f"{s.get('updates', 0):,}")
@@ -147,7 +147,7 @@ class Dashboard:
         left.add_row("replay", f"{s.get('replay_size', 0):,}")
 
         mid = Table(title="episodes", show_header=False, box=None, padding=(0, 1))
-        mid.add_column(style="cyan")
+        mid.add_column(style="cyan", no_wrap=True)
         mid.add_column(justify="right")
         mid.add_row("reward avg", _fmt(ep.get("reward_avg"), ".2f"))
         mid.add_row("reward max", _fmt(ep.get("reward_max"), ".2f"))
@@ -157,13 +157,13 @@ class Dashboard:
         mid.add_row("timeouts", f"{s.get('timeouts', 0):,}")
 
         right = Table(title="learner", show_header=False, box=None, padding=(0, 1))
-        right.add_column(style="cyan")
+        right.add_column(style="cyan", no_wrap=True)
         right.add_column(justify="right")
         for key, value in (s.get("losses") or {}).items():
             right.add_row(key, _fmt(value, ".4g"))
 
         evt = Table(title="evaluation", show_header=False, box=None, padding=(0, 1))
-        evt.add_column(style="cyan")
+        evt.add_column(style="cyan", no_wrap=True)
         evt.add_column(justify="right")
         evt.add_row("reference lap", _lap(ref))
         evt.add_row("latest lap", _lap(ev.get("mean_lap_time")) + _ratio(ev.get("mean_lap_time"), ref))
@@ -172,7 +172,11 @@ class Dashboard:
         evt.add_row("evaluations", f"{s.get('evaluations', 0)}")
 
         grid = Table.grid(padding=(0, 3))
-        grid.add_row(left, mid, right, evt)
+        if self.console.width >= 130:
+            grid.add_row(left, mid, right, evt)
+        else:  # narrow terminals: two rows of two tables
+            grid.add_row(left, mid)
+            grid.add_row(right, evt)
         parts = [self._progress, grid] if self._progress is not None else [grid]
         if s.get("paused"):
             parts.append(f"[bold yellow]PAUSED[/]: `evo-rl resume {self.run_name}` continues")

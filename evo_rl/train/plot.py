@@ -92,12 +92,19 @@ def plot_run(metrics_path: str | Path, out: str | Path, title: str | None = None
     ax.set_title("losses")
 
     ax = axes[1, 1]
-    for i, key in enumerate(k for k in losses if "loss" not in k):
-        x, y = _series(train, "losses", key)
-        ax.plot(x, y, color=f"C{i}", label=key)
-    if ax.lines:
-        ax.legend(loc="best")
-    ax.set_title("entropy, alpha and other learner values")
+    x, y = _series(train, "losses", "entropy")
+    if x:
+        ax.plot(x, y, color="C0", label="entropy")
+        ax.set_ylabel("policy entropy", color="C0")
+    second = "alpha" if "alpha" in losses else ("std" if "std" in losses else None)
+    if second is not None:
+        twin = ax.twinx()
+        x, y = _series(train, "losses", second)
+        twin.plot(x, y, color="C1", label=second)
+        twin.set_ylabel(second, color="C1")
+        if min(y, default=0.0) > 0:
+            twin.set_yscale("log")
+    ax.set_title("entropy" + (f" and {second}" if second else ""))
 
     ax = axes[1, 2]
     x, sps = _series(train, "env_steps_per_s")
