@@ -299,7 +299,7 @@ class TrainConfig(Section):
     log_every_seconds: float = Field(5.0, gt=0, description="metrics.jsonl and TensorBoard interval, seconds")
     runs_dir: str = Field("runs", description="folder holding run folders")
     device: str = Field("auto", description="torch device: auto, cpu or cuda[:N]")
-    torch_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = half the cores (the simulator shares them)")
+    torch_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default (all cores); 1 on a busy machine")
     seed: int = Field(0, description="seed of torch and of the replay sampling")
     wandb: bool = Field(False, description="also log to Weights & Biases (needs the wandb package)")
     wandb_project: str = Field("evo-rl", description="Weights & Biases project of the run (train.wandb: true)")
