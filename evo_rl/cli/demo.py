@@ -25,17 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from evo_rl.cli.eval import policy_path
+    from evo_rl.cli.eval import load_for_driving
     from evo_rl.train.demo import drive_lap, write_animation
-    from evo_rl.train.loop import configure_torch
-    from evo_rl.train.policy import load_policy
 
-    path = policy_path(args.policy, args.runs_dir)
-    policy = load_policy(path)
+    _, policy = load_for_driving(args.policy, args.runs_dir, args.track)
     cfg = policy.cfg
-    if args.track is not None:
-        cfg.env.track = args.track
-    configure_torch(cfg)
     lap = drive_lap(policy.actor, cfg)
     out = write_animation(lap, args.out, title=f"EVO RL {cfg.algo.name.upper()} on {lap.track.name}")
     ref = f" (reference {lap.reference_lap_time:.2f} s)" if lap.reference_lap_time else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from evo_rl.cli.common import print_json
 
@@ -47,20 +48,27 @@ def policy_path(text: str, runs_dir: str = "runs") -> Path:
     return run.policy_path
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from evo_rl.errors import EvoError
-    from evo_rl.train.evaluate import Evaluator
+def load_for_driving(text: str, runs_dir: str, track: str | None) -> tuple[Path, Any]:
+    """The policy file ``text`` names and the loaded policy, its config set to ``track`` when given."""
     from evo_rl.train.loop import configure_torch
     from evo_rl.train.policy import load_policy
 
+    path = policy_path(text, runs_dir)
+    policy = load_policy(path)
+    if track is not None:
+        policy.cfg.env.track = track
+    configure_torch(policy.cfg)
+    return path, policy
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from evo_rl.errors import EvoError
+    from evo_rl.train.evaluate import Evaluator
+
     if args.episodes < 1:
         raise EvoError(f"--episodes must be at least 1, got {args.episodes}")
-    path = policy_path(args.policy, args.runs_dir)
-    policy = load_policy(path)
+    path, policy = load_for_driving(args.policy, args.runs_dir, args.track)
     cfg = policy.cfg
-    if args.track is not None:
-        cfg.env.track = args.track
-    configure_torch(cfg)
     result = Evaluator(cfg, args.episodes).run(lambda obs: policy.actor.act(obs, test=True))
     out = {
         "policy": str(path),
