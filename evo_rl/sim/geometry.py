@@ -111,16 +111,22 @@ def trace(edges: np.ndarray, q: int, ox: float, oy: float, dx: float, dy: float,
             t_out = t_in
         if t_out >= tmax:
             return tmax, q, HIT_NONE
-        if e == BACK and q > 0:
-            q -= 1
-            came = FRONT
-        elif e == FRONT and q < m - 1:
-            q += 1
-            came = BACK
-        else:
-            return t_out, q, e + 1
+        q, came, hit = cross(m, q, e)
+        if hit != HIT_NONE:
+            return t_out, q, hit
         t_in = t_out
     return t_in, q, HIT_LEFT
+
+
+@numba.njit(cache=True)
+def cross(m: int, q: int, e: int) -> tuple[int, int, int]:
+    """Leave quad ``q`` of ``m`` through edge ``e``: ``(next quad, edge it is entered by, HIT_NONE)``
+    through a gate, or ``(q, -1, e + 1)`` at a wall (the end gates of the strip are walls)."""
+    if e == BACK and q > 0:
+        return q - 1, FRONT, HIT_NONE
+    if e == FRONT and q < m - 1:
+        return q + 1, BACK, HIT_NONE
+    return q, -1, e + 1
 
 
 @numba.njit(cache=True)

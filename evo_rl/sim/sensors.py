@@ -30,7 +30,7 @@ import numba
 import numpy as np
 
 from evo_rl.config import CameraConfig, CarConfig, LidarConfig
-from evo_rl.sim.geometry import BACK, FRONT, HIT_LEFT, HIT_RIGHT, quad_exit, trace
+from evo_rl.sim.geometry import BACK, FRONT, HIT_LEFT, HIT_NONE, HIT_RIGHT, cross, quad_exit, trace
 
 GATE_NONE, GATE_START, GATE_CHECKPOINT, GATE_FINISH = 0, 1, 2, 3  # marking on a cross-section
 BAND = 5.0  # m, length of the road's alternating bands
@@ -206,17 +206,12 @@ def _advance(
     edges: np.ndarray, q: int, came: int, t_in: float, t_out: float, e: int, x: float, y: float, dx: float, dy: float
 ) -> tuple[int, int, float, float, int, int]:
     """Step a camera ray into the next quad. Returns ``(q, came, t_in, t_out, e, hit)``; ``hit > 0`` at a wall."""
-    m = edges.shape[0]
     if e < 0:
         return q, came, t_in, t_in, e, HIT_LEFT
-    if e == BACK and q > 0:
-        q -= 1
-        came = FRONT
-    elif e == FRONT and q < m - 1:
-        q += 1
-        came = BACK
-    else:
-        return q, came, t_in, t_out, e, e + 1
+    q_next, came_next, hit = cross(edges.shape[0], q, e)
+    if hit != HIT_NONE:
+        return q, came, t_in, t_out, e, hit
+    q, came = q_next, came_next
     t_in = t_out
     t_out, e = quad_exit(edges, q, came, x, y, dx, dy)
     if t_out < t_in:
