@@ -419,21 +419,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging
 
-    def _snapshot(self, session_elapsed: float, paused: bool) -> dict[str, Any]:
-        c, ev = self.counters, self.last_eval
+    def _counts(self) -> dict[str, Any]:
+        """Counters and rates shown on the dashboard and written to metrics.jsonl alike."""
+        c = self.counters
         return {
-            "fraction": self._fraction(session_elapsed),
             "elapsed": c.elapsed,
             "env_steps": c.env_steps,
             "updates": c.updates,
             "episodes": c.episodes,
-            "replay_size": len(self.memory) if self.memory is not None else 0,
-            "episode": self.shown_episode,
-            "losses": self.shown_losses,
             "env_steps_per_s": self.shown_rates[0],
             "updates_per_s": self.shown_rates[1],
             "finishes": c.finishes,
             "timeouts": c.timeouts,
+            "replay_size": len(self.memory) if self.memory is not None else 0,
+        }
+
+    def _snapshot(self, session_elapsed: float, paused: bool) -> dict[str, Any]:
+        c, ev = self.counters, self.last_eval
+        return {
+            "fraction": self._fraction(session_elapsed),
+            **self._counts(),
+            "episode": self.shown_episode,
+            "losses": self.shown_losses,
             "eval": ev.to_dict() if ev else None,
             "best_lap_time": c.best_lap_time,
             "reference_lap_time": self.evaluator.reference_lap_time,
@@ -452,19 +459,7 @@ class Trainer:
         losses = iv.losses()
         if losses:
             self.shown_losses = losses
-        record = {
-            "time": time.time(),
-            "elapsed": c.elapsed,
-            "env_steps": c.env_steps,
-            "updates": c.updates,
-            "episodes": c.episodes,
-            "env_steps_per_s": self.shown_rates[0],
-            "updates_per_s": self.shown_rates[1],
-            "finishes": c.finishes,
-            "timeouts": c.timeouts,
-            "checkpoints_passed": c.checkpoints_passed,
-            "replay_size": len(self.memory) if self.memory is not None else 0,
-        }
+        record = {"time": time.time(), **self._counts(), "checkpoints_passed": c.checkpoints_passed}
         if episode is not None:
             record["episode"] = episode
         if losses:
