@@ -106,8 +106,12 @@ class EnvConfig(Section):
     )
     max_steps: int = Field(2400, ge=1, description="step limit of an episode (truncation); 2400 = 120 s")
     seed: int = Field(0, description="seed of the environment's random start perturbations")
-    start_lateral: float = Field(0.5, ge=0, description="largest random sideways offset of a car at an episode start, m")
-    start_yaw_deg: float = Field(2.0, ge=0, le=45, description="largest random heading offset at an episode start, degrees")
+    start_lateral: float = Field(
+        0.5, ge=0, description="largest random sideways offset of a car at an episode start, m"
+    )
+    start_yaw_deg: float = Field(
+        2.0, ge=0, le=45, description="largest random heading offset at an episode start, degrees"
+    )
 
 
 class RewardTermConfig(Section):
@@ -126,7 +130,9 @@ class EpisodeConfig(Section):
         40.0, gt=0, description="end an episode after this long without progress along the track, s (null: never)"
     )
     stuck_seconds: float | None = Field(
-        None, gt=0, description="end an episode if the car moved less than stuck_distance over this window, s (null: off)"
+        None,
+        gt=0,
+        description="end an episode if the car moved less than stuck_distance over this window, s (null: off)",
     )
     stuck_distance: float = Field(2.0, ge=0, description="distance, m, that counts as moving for the stuck rule")
     max_stray: float | None = Field(
@@ -299,7 +305,9 @@ class TrainConfig(Section):
     log_every_seconds: float = Field(5.0, gt=0, description="metrics.jsonl and TensorBoard interval, seconds")
     runs_dir: str = Field("runs", description="folder holding run folders")
     device: str = Field("auto", description="torch device: auto, cpu or cuda[:N]")
-    torch_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default (all cores); 1 on a busy machine")
+    torch_threads: int = Field(
+        0, ge=0, description="torch CPU threads; 0 = torch's default (all cores); 1 on a busy machine"
+    )
     seed: int = Field(0, description="seed of torch and of the replay sampling")
     wandb: bool = Field(False, description="also log to Weights & Biases (needs the wandb package)")
     wandb_project: str = Field("evo-rl", description="Weights & Biases project of the run (train.wandb: true)")
@@ -333,7 +341,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
             parent = ".".join(str(p) for p in e["loc"][:-1])
-            lines.append(f"  {path}: unknown key; allowed keys of {parent or 'the top level'}: {_allowed(e['loc'][:-1])}")
+            lines.append(
+                f"  {path}: unknown key; allowed keys of {parent or 'the top level'}: {_allowed(e['loc'][:-1])}"
+            )
             continue
         value = e.get("input")
         shown = repr(value)

@@ -12,21 +12,21 @@ import pytest
 
 from evo_rl.config import CarConfig, SimConfig
 from evo_rl.errors import TrackError
+from evo_rl.sim.catalog import get_track
 from evo_rl.sim.physics import accel_limits
-from evo_rl.sim.reference import (
+from evo_rl.sim.reference_lap import (
     _box_qp,
-    compute_reference,
+    compute_reference_lap,
     line_curvature,
     resample_sections,
     segment_times,
     start_fraction,
 )
 from evo_rl.sim.track import Track
-from evo_rl.sim.tracks import get_track
 from evo_rl.sim.world import START_AHEAD, World
 
 CAR = CarConfig()
-MARGIN = CAR.half_width + 1.0  # compute_reference's default safety is 1 m
+MARGIN = CAR.half_width + 1.0  # compute_reference_lap's default safety is 1 m
 
 
 # --------------------------------------------------------------------------- test strips
@@ -161,7 +161,7 @@ def test_box_qp_matches_brute_force(seed):
 @pytest.mark.parametrize("track", [ARC, S_BEND, HAIRPIN, "evo-mini", "evo-test"], ids=lambda t: getattr(t, "name", t))
 def test_racing_line_stays_inside_the_corridor(track):
     track = get_track(track) if isinstance(track, str) else track
-    ref = compute_reference(track, CAR)
+    ref = compute_reference_lap(track, CAR)
     left, right, _, _ = resample_sections(track, 1.0, cut=(track.start, start_fraction(track)))
     half = 0.5 * np.linalg.norm(left - right, axis=1)
     assert len(ref.line) == len(left)
@@ -174,7 +174,7 @@ def test_racing_line_stays_inside_the_corridor(track):
 
 def test_racing_line_starts_where_the_cars_start():
     for track in (ARC, get_track("evo-test")):
-        ref = compute_reference(track, CAR)
+        ref = compute_reference_lap(track, CAR)
         pos, _ = World(track, 1, CAR, sim=SimConfig()).start_pose(0.0)
         np.testing.assert_allclose(ref.line[ref.start_index], pos[0], atol=1e-9)
         assert ref.finish_index == ref.section[track.finish]
@@ -182,7 +182,7 @@ def test_racing_line_starts_where_the_cars_start():
 
 
 def test_racing_line_goes_outside_inside_outside_through_a_curve():
-    ref = compute_reference(ARC, CAR)
+    ref = compute_reference_lap(ARC, CAR)
     arc_start = ARC.s[ARC.start] + 80.0  # centre-line arc length where the 90° left turn begins
     arc_end = arc_start + 20.0 * math.pi
     apex = int(np.argmin(np.abs(ref.center_s - 0.5 * (arc_start + arc_end))))
@@ -201,13 +201,13 @@ def test_racing_line_goes_outside_inside_outside_through_a_curve():
 
 
 def test_racing_line_on_a_straight_is_the_centre_line():
-    ref = compute_reference(STRAIGHT, CAR)
+    ref = compute_reference_lap(STRAIGHT, CAR)
     np.testing.assert_allclose(ref.offset, 0.0, atol=1e-6)
     np.testing.assert_allclose(ref.curvature, 0.0, atol=1e-9)
 
 
 def test_racing_line_has_no_kinks():
-    ref = compute_reference(get_track("evo-technical"), CAR)
+    ref = compute_reference_lap(get_track("evo-technical"), CAR)
     k = ref.curvature
     neighbours = 0.5 * (k[:-2] + k[2:])  # a kink is a point whose curvature jumps from both neighbours'
     assert np.abs(k[1:-1] - neighbours).max() < 0.02
@@ -218,7 +218,7 @@ def test_racing_line_has_no_kinks():
 
 @pytest.mark.parametrize("name", ["evo-test", "evo-hairpins"])
 def test_speed_profile_respects_the_car_limits(name):
-    ref = compute_reference(get_track(name), CAR)
+    ref = compute_reference_lap(get_track(name), CAR)
     v, kappa = ref.speed, np.abs(ref.curvature)
     _, _, lat = accel_limits(v, CAR)
     assert np.all(v * v * kappa <= lat * (1 + 1e-6) + 1e-9)
@@ -242,7 +242,7 @@ def test_speed_profile_respects_the_car_limits(name):
 
 @pytest.mark.parametrize("name", ["evo-mini", "evo-technical"])
 def test_lap_time_is_the_integral_of_ds_over_v(name):
-    ref = compute_reference(get_track(name), CAR)
+    ref = compute_reference_lap(get_track(name), CAR)
     a, b = ref.start_index, ref.finish_index
     ds = np.diff(ref.s[a : b + 1])
     v = ref.speed[a : b + 1]
@@ -257,14 +257,14 @@ def test_lap_time_is_the_integral_of_ds_over_v(name):
 
 
 def test_straight_lap_time_with_constant_limits_is_closed_form():
-    ref = compute_reference(STRAIGHT, CAR, limits=const_limits(5.0, 10.0, 12.0))
+    ref = compute_reference_lap(STRAIGHT, CAR, limits=const_limits(5.0, 10.0, 12.0))
     length = STRAIGHT.s[STRAIGHT.finish] - STRAIGHT.s[STRAIGHT.start] - START_AHEAD
     assert ref.length == pytest.approx(length)
     assert ref.lap_time == pytest.approx(math.sqrt(2 * length / 5.0), rel=1e-9)
 
 
 def test_straight_lap_time_matches_integration_of_the_engine_limit():
-    ref = compute_reference(STRAIGHT, CAR)
+    ref = compute_reference_lap(STRAIGHT, CAR)
     length = STRAIGHT.s[STRAIGHT.finish] - STRAIGHT.s[STRAIGHT.start] - START_AHEAD
     # dv/dt = a(v): time t(v) = ∫ dv / a, distance x(v) = ∫ v dv / a, on a fine speed grid
     v = np.linspace(0.0, 80.0, 400_001)
@@ -279,15 +279,15 @@ def test_straight_lap_time_matches_integration_of_the_engine_limit():
 
 def test_reference_is_cached_and_depends_on_the_car():
     track = get_track("evo-mini")
-    ref = compute_reference(track, CAR)
-    assert compute_reference(track, CarConfig()) is ref
-    grippy = compute_reference(track, CarConfig(grip=2.0))
+    ref = compute_reference_lap(track, CAR)
+    assert compute_reference_lap(track, CarConfig()) is ref
+    grippy = compute_reference_lap(track, CarConfig(grip=2.0))
     assert grippy is not ref and grippy.lap_time < ref.lap_time
-    slow = compute_reference(track, CarConfig(engine_force=10000.0))
+    slow = compute_reference_lap(track, CarConfig(engine_force=10000.0))
     assert slow.lap_time > ref.lap_time
 
 
 def test_too_narrow_track_raises():
     narrow = build_strip("narrow", [("S", 100.0)], 3.5)
     with pytest.raises(TrackError, match="narrowest"):
-        compute_reference(narrow, CAR)
+        compute_reference_lap(narrow, CAR)

@@ -13,9 +13,9 @@ from PIL import Image
 from evo_rl.cli import main
 from evo_rl.config import EvoConfig
 from evo_rl.sim.animate import TRANSPARENT, _deltas
+from evo_rl.sim.catalog import get_track, list_tracks
 from evo_rl.sim.expert import ExpertDriver, run_expert_lap
 from evo_rl.sim.generate import generate_track
-from evo_rl.sim.tracks import get_track, list_tracks
 from evo_rl.sim.world import World
 
 BAND = (0.98, 1.15)  # expert lap time over the reference lap time

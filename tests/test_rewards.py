@@ -10,8 +10,8 @@ import pytest
 
 from evo_rl.config import EpisodeConfig, RewardTermConfig
 from evo_rl.errors import ConfigError, EvoError
-from evo_rl.rewards import Reference, RewardManager, StepContext, resample
-from evo_rl.rewards.reference import as_points3, load_reference, project_on_track, save_reference
+from evo_rl.rewards import ReferenceTrajectory, RewardManager, StepContext, resample
+from evo_rl.rewards.reference_trajectory import as_points3, load_reference, project_on_track, save_reference
 from evo_rl.rewards.trajectory import DELTA, search_best, straight_runs
 from evo_rl.sim.track import Track
 
@@ -143,7 +143,7 @@ def _along_ref(points: np.ndarray, s: float) -> np.ndarray:
 def scripted_paths(track: Track, steps: int, rng: np.random.Generator) -> np.ndarray:
     """[steps, cars, 3] positions: forward to the finish, forward then backward, a hairpin cut,
     a stray, standing still, a random walk and noisy forward driving."""
-    ref = Reference.centre(track).points3
+    ref = ReferenceTrajectory.centre(track).points3
     length = float(np.linalg.norm(np.diff(ref, axis=0), axis=1).sum())
     up = np.array([0.0, 1.0, 0.0])
     paths = []
@@ -200,7 +200,7 @@ def test_progress_trajectory_matches_per_car_loop(hairpin: Track, params: dict) 
 def test_progress_trajectory_scripted_behaviour(hairpin: Track) -> None:
     n = 1
     m = manager(hairpin, n, RewardTermConfig(term="progress_trajectory"))
-    ref = Reference.centre(hairpin).points3
+    ref = ReferenceTrajectory.centre(hairpin).points3
     total = 0.0
     for t in range(1, 21):  # 20 steps of 1 m forward: 10 points per metre, 1/100 per point
         total += m(ctx_of(world(n, [_along_ref(ref, 1.0 * t)]), n, t)).reward[0]
@@ -221,7 +221,7 @@ def test_progress_trajectory_finish_and_constant(hairpin: Track) -> None:
     n = 2
     term = RewardTermConfig(term="progress_trajectory", params={"end_of_track": 100.0, "constant_penalty": -0.5})
     m = manager(hairpin, n, term)
-    ref = Reference.centre(hairpin).points3
+    ref = ReferenceTrajectory.centre(hairpin).points3
     pos = np.stack([ref[0], ref[0]])
     finished = np.array([True, False])
     out = m(ctx_of(world(n, pos, finished=finished), n))
@@ -473,7 +473,7 @@ def custom_bad_fn() -> np.ndarray:
 class CustomTerm:
     end_reason = "too_slow"
 
-    def __init__(self, n_envs: int, track: Track, reference: Reference, limit: float = 1.0) -> None:
+    def __init__(self, n_envs: int, track: Track, reference: ReferenceTrajectory, limit: float = 1.0) -> None:
         self.limit = limit
         self.calls = np.zeros(n_envs)
 
@@ -612,7 +612,7 @@ def test_reference_uses_the_world_track_coordinates() -> None:
         rows.append(w.position3()[0])
         coords.append((w.progress_s[0], w.lateral[0]))
     pts, coords = np.array(rows), np.array(coords)
-    ref = Reference(pts, track)
+    ref = ReferenceTrajectory(pts, track)
     assert ref._s.size > 100  # the car kept moving forward
     kept = np.isin(coords[:, 0], ref._s)
     np.testing.assert_allclose(ref.offset(coords[kept, 0], coords[kept, 1]), 0.0, atol=1e-9)

@@ -1,5 +1,5 @@
 """Simulator core: strip walks, car physics, LIDAR, camera and the World, checked against
-plain-NumPy references (evo_rl.sim.reference_numpy) and analytic cases."""
+plain-NumPy references (tests/numpy_oracle.py) and analytic cases."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 
 import numba
 import numpy as np
+import numpy_oracle as ref
 import pytest
 
 from evo_rl.config import CarConfig, LidarConfig, SimConfig
 from evo_rl.errors import EvoError
-from evo_rl.sim import reference_numpy as ref
 from evo_rl.sim.geometry import (
     HIT_END,
     HIT_LEFT,

@@ -19,9 +19,9 @@ from evo_rl.sim.blocks import (
     parse_blocks,
     place,
 )
+from evo_rl.sim.catalog import BUILTIN, get_track, list_tracks
 from evo_rl.sim.generate import block_catalogue, generate, generate_track
-from evo_rl.sim.track import Track, _candidate_pairs, segment_distances
-from evo_rl.sim.tracks import BUILTIN, get_track, list_tracks
+from evo_rl.sim.track import Track, candidate_pairs, segment_distances
 
 ALL_BLOCKS = [Block("straight", n) for n in (1, 2, 5)] + [
     Block(kind, size, side)
@@ -164,7 +164,7 @@ def test_candidate_pairs_against_brute_force() -> None:
     rng = np.random.default_rng(1)
     a = rng.uniform(0, 200, (250, 2))
     b = a + rng.normal(0, 15, (250, 2))
-    i, j = _candidate_pairs(a, b, 3.0)
+    i, j = candidate_pairs(a, b, 3.0)
     lo, hi = np.minimum(a, b) - 3.0, np.maximum(a, b) + 3.0
     want = {(p, q) for p in range(250) for q in range(p + 1, 250) if (lo[p] <= hi[q]).all() and (lo[q] <= hi[p]).all()}
     assert set(zip(i.tolist(), j.tolist(), strict=True)) == want

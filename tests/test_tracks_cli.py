@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from evo_rl.cli import main
+from evo_rl.sim.catalog import get_track, list_tracks
 from evo_rl.sim.render import FINISH, ROAD, START, TopView, speed_colors
 from evo_rl.sim.track import Track
-from evo_rl.sim.tracks import get_track, list_tracks
 
 
 def test_top_view_mapping() -> None:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from evo_rl.envs.vector import VecTrackEnv
     from evo_rl.errors import EvoError
-    from evo_rl.sim.tracks import get_track
+    from evo_rl.sim.catalog import get_track
 
     if args.cars < 1 or args.seconds <= 0:
         raise EvoError(f"--cars must be >= 1 and --seconds > 0, got {args.cars} and {args.seconds}")

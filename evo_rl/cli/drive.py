@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _drive(args: argparse.Namespace) -> int:
+    from evo_rl.sim.catalog import get_track
     from evo_rl.sim.expert import run_expert_lap
-    from evo_rl.sim.tracks import get_track
 
     if args.out is not None and not args.out.lower().endswith(".gif"):
         raise EvoError(f"--out {args.out}: the animation is a GIF; give a path ending in .gif")

@@ -54,8 +54,8 @@ def _record(args: argparse.Namespace) -> int:
     import numpy as np
 
     from evo_rl.rewards import save_reference
+    from evo_rl.sim.catalog import get_track
     from evo_rl.sim.expert import run_expert_lap
-    from evo_rl.sim.tracks import get_track
 
     cfg = config_from_args(args)
     track = get_track(args.track)
@@ -73,7 +73,7 @@ def _import_tmrl(args: argparse.Namespace) -> int:
     import numpy as np
 
     from evo_rl.rewards import read_tmrl_pickle, save_reference
-    from evo_rl.rewards.reference import as_points3
+    from evo_rl.rewards.reference_trajectory import as_points3
 
     src = Path(args.pickle)
     if not src.is_file():
@@ -87,8 +87,8 @@ def _import_tmrl(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from evo_rl.rewards import load_reference
+    from evo_rl.sim.catalog import get_track
     from evo_rl.sim.render import START, TopView
-    from evo_rl.sim.tracks import get_track
 
     if Path(args.out).suffix.lower() != ".png":
         raise EvoError(f"--out {args.out}: write a .png file")

@@ -44,14 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from evo_rl.sim.reference import compute_reference
-    from evo_rl.sim.tracks import BUILTIN, get_track, list_tracks
+    from evo_rl.sim.catalog import BUILTIN, get_track, list_tracks
+    from evo_rl.sim.reference_lap import compute_reference_lap
 
     car = config_from_args(args).car
     rows = []
     for name in list_tracks():
         track = get_track(name)
-        ref = compute_reference(track, car)
+        ref = compute_reference_lap(track, car)
         rows.append(
             {
                 "name": name,
@@ -71,8 +71,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from evo_rl.sim.catalog import get_track
     from evo_rl.sim.render import TopView
-    from evo_rl.sim.tracks import get_track
 
     if Path(args.out).suffix.lower() != ".png":
         raise EvoError(f"--out {args.out}: write a .png file")
@@ -85,9 +85,9 @@ def _show(args: argparse.Namespace) -> int:
     if args.no_line:
         img = view.draw_base()
     else:
-        from evo_rl.sim.reference import compute_reference
+        from evo_rl.sim.reference_lap import compute_reference_lap
 
-        ref = compute_reference(track, config_from_args(args).car)
+        ref = compute_reference_lap(track, config_from_args(args).car)
         img = view.draw_base(racing_line=ref.line, racing_speed=ref.speed)
         text.append(f"reference lap {ref.lap_time:.2f} s, top speed {ref.speed.max() * 3.6:.0f} km/h")
         summary["lap_time_s"] = round(ref.lap_time, 2)

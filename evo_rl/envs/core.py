@@ -36,7 +36,7 @@ def resolve_track(track: Track | str | None, cfg: EvoConfig) -> Track:
     """A :class:`Track` from an instance, a built-in name or a path (``cfg.env.track`` when None)."""
     if isinstance(track, Track):
         return track
-    from evo_rl.sim.tracks import get_track
+    from evo_rl.sim.catalog import get_track
 
     return get_track(cfg.env.track if track is None else track)
 

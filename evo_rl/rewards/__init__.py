@@ -7,12 +7,19 @@ environment after every ``World.step`` with a :class:`StepContext` and returns a
 
 from evo_rl.rewards.base import SOURCES, TERMS, RewardOutput, RewardTerm, StepContext
 from evo_rl.rewards.manager import RewardManager
-from evo_rl.rewards.reference import Reference, centre_line, load_reference, read_tmrl_pickle, resample, save_reference
+from evo_rl.rewards.reference_trajectory import (
+    ReferenceTrajectory,
+    centre_line,
+    load_reference,
+    resample,
+    save_reference,
+)
+from evo_rl.rewards.tmrl_pickle import read_tmrl_pickle
 
 __all__ = [
     "SOURCES",
     "TERMS",
-    "Reference",
+    "ReferenceTrajectory",
     "RewardManager",
     "RewardOutput",
     "RewardTerm",

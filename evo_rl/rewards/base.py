@@ -14,7 +14,7 @@ import numpy as np
 from evo_rl.config import Section
 
 if TYPE_CHECKING:
-    from evo_rl.rewards.reference import Reference
+    from evo_rl.rewards.reference_trajectory import ReferenceTrajectory
     from evo_rl.sim.track import Track
 
 
@@ -65,7 +65,7 @@ class RewardTerm:
     class Params(Section):
         pass
 
-    def __init__(self, n_envs: int, track: Track | None, reference: Reference, **params: Any) -> None:
+    def __init__(self, n_envs: int, track: Track | None, reference: ReferenceTrajectory, **params: Any) -> None:
         self.n_envs = n_envs
         self.track = track
         self.reference = reference

@@ -14,7 +14,7 @@ from evo_rl.errors import ConfigError, EvoError
 from evo_rl.rewards import terms as _builtin_terms  # noqa: F401 - registers the NumPy terms
 from evo_rl.rewards import trajectory as _trajectory  # noqa: F401 - registers progress_trajectory
 from evo_rl.rewards.base import SOURCES, TERMS, RewardOutput, RewardTerm, StepContext
-from evo_rl.rewards.reference import Reference, as_points3, load_reference
+from evo_rl.rewards.reference_trajectory import ReferenceTrajectory, as_points3, load_reference
 from evo_rl.sim.track import Track
 
 # A car makes progress (for `episode.no_progress_seconds`) when its best distance along
@@ -185,18 +185,18 @@ class RewardManager:
         return (steps >= window) & (moved < self.episode.stuck_distance)
 
 
-def _make_reference(reference: np.ndarray | None, episode: EpisodeConfig, track: Track) -> Reference:
+def _make_reference(reference: np.ndarray | None, episode: EpisodeConfig, track: Track) -> ReferenceTrajectory:
     if reference is not None:
-        return Reference(np.asarray(reference), track)
+        return ReferenceTrajectory(np.asarray(reference), track)
     if episode.reference in (None, "centre"):
-        return Reference.centre(track)
+        return ReferenceTrajectory.centre(track)
     if episode.reference == "racing_line":
-        from evo_rl.sim.reference import compute_reference
+        from evo_rl.sim.reference_lap import compute_reference_lap
 
-        ref = compute_reference(track, CarConfig())
+        ref = compute_reference_lap(track, CarConfig())
         line = ref.line[ref.start_index : ref.finish_index + 1]  # [K, 2] start line to finish line
-        return Reference(as_points3(line, track.height), track)
-    return Reference(load_reference(episode.reference, track.height), track)
+        return ReferenceTrajectory(as_points3(line, track.height), track)
+    return ReferenceTrajectory(load_reference(episode.reference, track.height), track)
 
 
 def _params_error(where: str, cls: type[RewardTerm], err: ValidationError) -> str:
@@ -230,7 +230,9 @@ class _FunctionTerm:
         return self.fn(ctx, **self.params)
 
 
-def _custom_class(cls: type, cfg: RewardTermConfig, where: str, n_envs: int, track: Track, reference: Reference) -> Any:
+def _custom_class(
+    cls: type, cfg: RewardTermConfig, where: str, n_envs: int, track: Track, reference: ReferenceTrajectory
+) -> Any:
     """A custom term class ``Cls(n_envs, track, reference, **params)`` whose instances are
     called as ``term(ctx)``, with an optional ``reset(mask)``."""
     try:

@@ -15,7 +15,7 @@ from evo_rl.config import Section
 from evo_rl.rewards.base import RewardTerm, StepContext, register
 
 if TYPE_CHECKING:
-    from evo_rl.rewards.reference import Reference
+    from evo_rl.rewards.reference_trajectory import ReferenceTrajectory
     from evo_rl.sim.track import Track
 
 
@@ -48,7 +48,7 @@ class Speed(RewardTerm):
     name = "speed"
     needs = frozenset({"track", "velocity"})
 
-    def __init__(self, n_envs: int, track: Track | None, reference: Reference, **params: Any) -> None:
+    def __init__(self, n_envs: int, track: Track | None, reference: ReferenceTrajectory, **params: Any) -> None:
         super().__init__(n_envs, track, reference, **params)
         d = np.diff(track.center, axis=0)  # [M, 2]
         self._tangent = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)  # [M, 2] unit
@@ -138,7 +138,7 @@ class Checkpoint(RewardTerm):
         finish: float = Field(100.0, description="reward at the finish line")
         constant: float = Field(0.0, description="reward added every step (negative: a time penalty)")
 
-    def __init__(self, n_envs: int, track: Track | None, reference: Reference, **params: Any) -> None:
+    def __init__(self, n_envs: int, track: Track | None, reference: ReferenceTrajectory, **params: Any) -> None:
         super().__init__(n_envs, track, reference, **params)
         self._net = np.zeros(n_envs, np.int64)  # [N] forward minus backward crossings
         self._best = np.zeros(n_envs, np.int64)  # [N] highest net count reached

@@ -31,7 +31,7 @@ from evo_rl.config import Section
 from evo_rl.rewards.base import RewardTerm, StepContext, register
 
 if TYPE_CHECKING:
-    from evo_rl.rewards.reference import Reference
+    from evo_rl.rewards.reference_trajectory import ReferenceTrajectory
     from evo_rl.sim.track import Track
 
 _EPS = 1e-7  # margin, m, for rounding in the skip bounds
@@ -288,7 +288,7 @@ class ProgressTrajectory(RewardTerm):
             True, description="resample the reference every 0.1 m (false: use its points as they are, e.g. TMRL's)"
         )
 
-    def __init__(self, n_envs: int, track: Track | None, reference: Reference, **params: Any) -> None:
+    def __init__(self, n_envs: int, track: Track | None, reference: ReferenceTrajectory, **params: Any) -> None:
         super().__init__(n_envs, track, reference, **params)
         pts = reference.dense if self.params.resample else reference.points3
         self.data = np.ascontiguousarray(pts, dtype=np.float64)  # [Q, 3]

@@ -29,7 +29,7 @@ import numpy as np
 
 from evo_rl.config import CarConfig, EvoConfig
 from evo_rl.sim.physics import GRAVITY, SLIP_TIME
-from evo_rl.sim.reference import Reference, compute_reference
+from evo_rl.sim.reference_lap import ReferenceLap, compute_reference_lap
 from evo_rl.sim.track import Track
 from evo_rl.sim.world import World
 
@@ -50,11 +50,11 @@ class ExpertDriver:
     """Drives every car of a :class:`World` along ``reference`` (computed for ``car`` if None)."""
 
     def __init__(
-        self, track: Track, car: CarConfig, reference: Reference | None = None, gains: ExpertGains | None = None
+        self, track: Track, car: CarConfig, reference: ReferenceLap | None = None, gains: ExpertGains | None = None
     ) -> None:
         self.track = track
         self.car = car
-        self.reference = reference if reference is not None else compute_reference(track, car)
+        self.reference = reference if reference is not None else compute_reference_lap(track, car)
         self.gains = gains or ExpertGains()
         self._turn_per_steer = math.tan(math.radians(car.max_steer_deg)) / car.wheelbase  # 1/m at full lock
 
@@ -133,10 +133,10 @@ class LapResult:
 
 
 def run_expert_lap(
-    track: Track, cfg: EvoConfig, max_seconds: float = 300.0, reference: Reference | None = None
+    track: Track, cfg: EvoConfig, max_seconds: float = 300.0, reference: ReferenceLap | None = None
 ) -> LapResult:
     """Drive one lap of ``track`` with the expert and the config's car, simulator and controls."""
-    ref = reference if reference is not None else compute_reference(track, cfg.car)
+    ref = reference if reference is not None else compute_reference_lap(track, cfg.car)
     world = World(track, 1, cfg.car, cfg.lidar, cfg.camera, cfg.sim, controls=cfg.env.controls)
     driver = ExpertDriver(track, cfg.car, ref)
     steps = int(math.ceil(max_seconds / cfg.sim.dt))

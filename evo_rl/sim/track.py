@@ -15,10 +15,7 @@ import numpy as np
 
 from evo_rl.errors import TrackError
 
-FORMAT_HEADER = "evo-rl-track"
-FORMAT_VERSION = 1
 MIN_CLEARANCE = 4.0  # m, least distance between walls of parts of the strip that are not neighbours
-_HEADER_KEYS = ("name", "width", "height", "start", "finish", "checkpoints")
 
 
 @dataclass(eq=False)
@@ -88,23 +85,9 @@ class Track:
 
     def save(self, path: str | Path) -> None:
         """Write the track as a text file (format: docs/tracks.md); floats round-trip exactly."""
-        if not self.name.strip() or any(c in self.name for c in "#\r\n"):
-            raise TrackError(f"track name {self.name!r} must be one non-empty line without '#' to be saved")
-        checkpoints = "".join(f" {int(c)}" for c in self.checkpoints)
-        lines = [
-            f"{FORMAT_HEADER} {FORMAT_VERSION}",
-            f"name {self.name.strip()}",
-            f"width {self.width!r}",
-            f"height {self.height!r}",
-            f"start {self.start}",
-            f"finish {self.finish}",
-            f"checkpoints{checkpoints}",
-        ]
-        lines += [
-            f"{float(lx)!r} {float(ly)!r} {float(rx)!r} {float(ry)!r}"
-            for (lx, ly), (rx, ry) in zip(self.left, self.right, strict=True)
-        ]
-        Path(path).write_text("\n".join(lines) + "\n")
+        from evo_rl.sim.track_format import format_track
+
+        Path(path).write_text(format_track(self))
 
     @classmethod
     def load(cls, path: str | Path) -> Track:
@@ -116,7 +99,9 @@ class Track:
             text = p.read_text()
         except (OSError, UnicodeDecodeError) as e:
             raise TrackError(f"track file {p} cannot be read as text: {e}") from None
-        track, lines = _parse(text, str(p))
+        from evo_rl.sim.track_format import parse_track
+
+        track, lines = parse_track(text, str(p))
         try:
             _check_indices(track)
         except TrackError as e:
@@ -154,7 +139,9 @@ class Track:
         ``n_checkpoints`` gates are spread evenly between them. A path that turns tighter
         than ``width / 2`` or crosses itself raises :class:`TrackError` naming where.
         """
-        return _from_centreline(
+        from evo_rl.sim.centreline import track_from_centreline
+
+        return track_from_centreline(
             points, width, name, n_checkpoints, spacing, smoothing, start_offset, finish_offset, height
         )
 
@@ -193,7 +180,7 @@ def _check_indices(t: Track) -> None:
         raise TrackError(f"checkpoints must be strictly increasing, got {cps.tolist()}")
 
 
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def cross2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
 
 
@@ -207,18 +194,18 @@ def _check_quads(left: np.ndarray, right: np.ndarray) -> None:
     short = lengths <= 1e-9 * scale
     if short.any():
         k, e = np.argwhere(short)[0]
-        raise TrackError(f"quad {k} is degenerate: its {names[e]} has zero length near {_xy(corners[k, e])}")
-    sines = _cross(edges, np.roll(edges, -1, axis=1)) / (lengths * np.roll(lengths, -1, axis=1))  # [M, 4]
+        raise TrackError(f"quad {k} is degenerate: its {names[e]} has zero length near {format_xy(corners[k, e])}")
+    sines = cross2(edges, np.roll(edges, -1, axis=1)) / (lengths * np.roll(lengths, -1, axis=1))  # [M, 4]
     bad = np.flatnonzero((sines >= -1e-9).any(axis=1))
     if len(bad):
         k = bad[0]
-        where = _xy(corners[k].mean(axis=0))
+        where = format_xy(corners[k].mean(axis=0))
         if (sines[k] > 1e-9).all():
             raise TrackError(f"quad {k} is reversed (left and right walls swapped?) near {where}")
         raise TrackError(f"quad {k} is not convex (or has zero area) near {where}")
 
 
-def _xy(p: np.ndarray) -> str:
+def format_xy(p: np.ndarray) -> str:
     return f"({p[0]:.1f}, {p[1]:.1f})"
 
 
@@ -239,15 +226,15 @@ def segment_distances(p1: np.ndarray, p2: np.ndarray, q1: np.ndarray, q2: np.nda
             _point_segment_distance(q2, p1, p2),
         ]
     )
-    o1 = _cross(p2 - p1, q1 - p1)
-    o2 = _cross(p2 - p1, q2 - p1)
-    o3 = _cross(q2 - q1, p1 - q1)
-    o4 = _cross(q2 - q1, p2 - q1)
+    o1 = cross2(p2 - p1, q1 - p1)
+    o2 = cross2(p2 - p1, q2 - p1)
+    o3 = cross2(q2 - q1, p1 - q1)
+    o4 = cross2(q2 - q1, p2 - q1)
     crossing = (o1 * o2 < 0) & (o3 * o4 < 0)
     return np.where(crossing, 0.0, d)
 
 
-def _candidate_pairs(a: np.ndarray, b: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+def candidate_pairs(a: np.ndarray, b: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``i < j`` of segments whose bounding boxes, grown by ``margin``, overlap (sweep along x)."""
     lo = np.minimum(a, b) - margin  # [S, 2]
     hi = np.maximum(a, b) + margin  # [S, 2]
@@ -280,7 +267,7 @@ def _check_clearance(t: Track, clearance: float) -> None:
     w_lo = np.concatenate([s_left[:-1], s_right[:-1], [0.0, 0.0]])  # wall arc length span
     w_hi = np.concatenate([s_left[1:], s_right[1:], [0.0, 0.0]])
 
-    i, j = _candidate_pairs(a, b, clearance)
+    i, j = candidate_pairs(a, b, clearance)
     shares_end = (
         (np.abs(a[i] - a[j]).sum(1) == 0)
         | (np.abs(a[i] - b[j]).sum(1) == 0)
@@ -301,7 +288,7 @@ def _check_clearance(t: Track, clearance: float) -> None:
         return
     worst = np.flatnonzero(bad)[np.argmin(dist[bad])]
     qi, qj = sorted((int(quad[i[worst]]), int(quad[j[worst]])))
-    where = _xy(0.25 * (a[i[worst]] + b[i[worst]] + a[j[worst]] + b[j[worst]]))
+    where = format_xy(0.25 * (a[i[worst]] + b[i[worst]] + a[j[worst]] + b[j[worst]]))
     if dist[worst] <= 0.0:
         raise TrackError(f"walls of quads {qi} and {qj} cross near {where}")
     raise TrackError(f"walls of quads {qi} and {qj} are {dist[worst]:.1f} m apart (< {clearance:g} m) near {where}")
@@ -330,205 +317,3 @@ def even_checkpoints(
         chosen.append(int(cand[pos]))
         lo = pos + 1
     return np.asarray(chosen, dtype=np.int64)
-
-
-# ---------------------------------------------------------------------- text format
-
-
-def _parse(text: str, source: str) -> tuple[Track, dict[str, int]]:
-    """The track in ``text`` and the line numbers of its header keys and first cross-section."""
-
-    def fail(lineno: int, msg: str) -> TrackError:
-        return TrackError(f"track file {source}, line {lineno}: {msg}")
-
-    rows = [(n, line.split("#", 1)[0].strip()) for n, line in enumerate(text.splitlines(), start=1)]
-    rows = [(n, line) for n, line in rows if line]
-    if not rows:
-        raise TrackError(f"track file {source} is empty; it must start with '{FORMAT_HEADER} {FORMAT_VERSION}'")
-    n0, first = rows[0]
-    parts = first.split()
-    if parts[0] != FORMAT_HEADER or len(parts) != 2:
-        raise fail(n0, f"expected the header '{FORMAT_HEADER} {FORMAT_VERSION}', found {first!r}")
-    if parts[1] != str(FORMAT_VERSION):
-        raise fail(n0, f"unsupported format version {parts[1]!r}; this EVO RL reads version {FORMAT_VERSION}")
-
-    header: dict[str, tuple[int, str]] = {}
-    body = 1
-    while body < len(rows):
-        n, line = rows[body]
-        key, _, value = line.partition(" ")
-        if key[:1].isdigit() or key[:1] in "+-.":
-            break
-        if key not in _HEADER_KEYS:
-            raise fail(n, f"unknown key {key!r}; the header keys are {', '.join(_HEADER_KEYS)}")
-        if key in header:
-            raise fail(n, f"duplicate key {key!r} (first given on line {header[key][0]})")
-        header[key] = (n, value.strip())
-        body += 1
-    missing = [k for k in _HEADER_KEYS if k not in header]
-    if missing:
-        raise TrackError(f"track file {source}: missing header key(s) {', '.join(missing)}")
-
-    def number(key: str, kind: type) -> float | int:
-        n, value = header[key]
-        try:
-            v = kind(value)
-        except ValueError:
-            raise fail(n, f"{key} must be {'an integer' if kind is int else 'a number'}, found {value!r}") from None
-        if kind is float and not math.isfinite(v):
-            raise fail(n, f"{key} must be finite, found {value!r}")
-        return v
-
-    name = header["name"][1]
-    if not name:
-        raise fail(header["name"][0], "name is empty")
-    width, height = number("width", float), number("height", float)
-    start, finish = number("start", int), number("finish", int)
-    n_cp, cp_text = header["checkpoints"]
-    try:
-        checkpoints = [int(v) for v in cp_text.split()]
-    except ValueError:
-        raise fail(n_cp, f"checkpoints must be integers separated by spaces, found {cp_text!r}") from None
-
-    sections = np.empty((len(rows) - body, 4))  # [M+1, 4] lx ly rx ry
-    for row, (n, line) in enumerate(rows[body:]):
-        parts = line.split()
-        if len(parts) != 4:
-            raise fail(n, f"expected a cross-section 'lx ly rx ry' (4 numbers), found {len(parts)} fields")
-        try:
-            sections[row] = [float(v) for v in parts]
-        except ValueError:
-            raise fail(n, f"cross-section values must be numbers, found {line!r}") from None
-        if not np.isfinite(sections[row]).all():
-            raise fail(n, f"cross-section values must be finite, found {line!r}")
-    if len(sections) < 3:
-        raise TrackError(f"track file {source}: needs at least 3 cross-section lines, found {len(sections)}")
-    lines = {key: n for key, (n, _) in header.items()} | {"sections": rows[body][0]}
-    track = Track(name, sections[:, :2], sections[:, 2:], width, start, finish, np.asarray(checkpoints), height)
-    return track, lines
-
-
-# ---------------------------------------------------------------------- centreline import
-
-
-def _arc(points: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
-
-
-def _resample(points: np.ndarray, n: int) -> np.ndarray:
-    """``n + 1`` points evenly spaced along the polyline, ends kept."""
-    s = _arc(points)
-    u = np.linspace(0.0, s[-1], n + 1)
-    return np.stack([np.interp(u, s, points[:, 0]), np.interp(u, s, points[:, 1])], axis=1)
-
-
-def _smooth(points: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing of evenly spaced points (``sigma`` in samples), ends pinned by odd reflection."""
-    if sigma <= 0:
-        return points
-    r = int(math.ceil(3 * sigma))
-    r = min(r, len(points) - 1)
-    kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    kernel /= kernel.sum()
-    head = 2 * points[0] - points[r:0:-1]
-    tail = 2 * points[-1] - points[-2 : -r - 2 : -1]
-    padded = np.concatenate([head, points, tail])
-    return np.stack([np.convolve(padded[:, d], kernel, mode="valid") for d in range(2)], axis=1)
-
-
-def _from_centreline(
-    points: np.ndarray,
-    width: float,
-    name: str,
-    n_checkpoints: int,
-    spacing: float,
-    smoothing: float,
-    start_offset: float,
-    finish_offset: float,
-    height: float | None,
-) -> Track:
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] not in (2, 3):
-        raise TrackError(f"centreline must be [N, 2] plane points or [N, 3] game positions, got shape {pts.shape}")
-    bad = np.flatnonzero(~np.isfinite(pts).all(axis=1))
-    if len(bad):
-        raise TrackError(f"centreline point {bad[0]} is not finite ({pts[bad[0]].tolist()})")
-    if pts.shape[1] == 3:
-        if height is None:
-            height = float(pts[:, 1].mean())
-        pts = pts[:, [0, 2]]
-    height = 9.0 if height is None else float(height)
-    if not (math.isfinite(width) and width > 0):
-        raise TrackError(f"width must be a positive number of metres, got {width}")
-    if not spacing > 0:
-        raise TrackError(f"spacing must be > 0 m, got {spacing}")
-
-    # drop repeated points (a car standing still records the same position)
-    keep = np.concatenate([[True], np.linalg.norm(np.diff(pts, axis=0), axis=1) > 1e-6])
-    orig_index = np.flatnonzero(keep)  # [N'] index in the input of each kept point
-    pts = pts[keep]
-    if len(pts) < 2:
-        raise TrackError("centreline needs at least 2 distinct points")
-    orig_s = _arc(pts)
-    total = orig_s[-1]
-    if total < start_offset + finish_offset + 3 * spacing:
-        raise TrackError(
-            f"centreline is {total:.1f} m long; it needs more than start_offset + finish_offset + 3 * spacing"
-            f" = {start_offset + finish_offset + 3 * spacing:.1f} m"
-        )
-
-    def where(s_at: float) -> str:
-        i = int(orig_index[min(np.searchsorted(orig_s, s_at), len(orig_s) - 1)])
-        return f"input point {i}, s = {s_at:.0f} m"
-
-    fine_step = min(0.5, spacing / 4)
-    fine = _resample(pts, max(2, int(math.ceil(total / fine_step))))  # [F, 2]
-    fine = _smooth(fine, smoothing / (total / (len(fine) - 1)))
-    n = max(3, int(round(_arc(fine)[-1] / spacing)))
-    center = _resample(fine, n)  # [n+1, 2]
-    s = _arc(center)
-
-    # turning radius at each inner point: circumradius of the point and its neighbours
-    d = np.diff(center, axis=0)  # [n, 2]
-    seg = np.linalg.norm(d, axis=1)
-    sin_turn = np.abs(_cross(d[:-1], d[1:])) / (seg[:-1] * seg[1:])
-    cos_turn = (d[:-1] * d[1:]).sum(axis=1) / (seg[:-1] * seg[1:])
-    turn = np.arctan2(sin_turn, cos_turn)  # [n-1]
-    radius = 0.5 * (seg[:-1] + seg[1:]) / np.maximum(2 * np.sin(0.5 * turn), 1e-12)
-    tight = np.flatnonzero(radius <= 0.5 * width)
-    if len(tight):
-        k = tight[np.argmin(radius[tight])] + 1
-        raise TrackError(
-            f"centreline turns with radius {radius[k - 1]:.1f} m at {where(s[k])} near {_xy(center[k])}, "
-            f"tighter than width / 2 = {0.5 * width:g} m, so the walls would fold; use a narrower width"
-        )
-    i, j = _candidate_pairs(center[:-1], center[1:], 0.0)
-    far = j > i + 1
-    i, j = i[far], j[far]
-    if len(i):
-        crossing = segment_distances(center[i], center[i + 1], center[j], center[j + 1]) <= 0.0
-        if crossing.any():
-            a, b = i[crossing][0], j[crossing][0]
-            raise TrackError(f"centreline crosses itself: near {where(s[a])} and {where(s[b])}, at {_xy(center[b])}")
-
-    tangent = np.empty_like(center)  # [n+1, 2] unit tangents, bisecting the turn at inner points
-    unit = d / seg[:, None]
-    tangent[0], tangent[-1] = unit[0], unit[-1]
-    mid = unit[:-1] + unit[1:]
-    tangent[1:-1] = mid / np.linalg.norm(mid, axis=1, keepdims=True)
-    normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1)  # left normal
-    # on a turn the bisector normal must reach the offset line: scale by 1 / cos(turn / 2)
-    stretch = np.ones(len(center))
-    stretch[1:-1] = 1.0 / np.cos(0.5 * turn)
-    offset = 0.5 * width * stretch[:, None] * normal
-    start = int(np.argmin(np.abs(s - start_offset)))
-    finish = int(np.argmin(np.abs(s - (s[-1] - finish_offset))))
-    if not 0 < start < finish < n:
-        raise TrackError(f"start_offset {start_offset} m and finish_offset {finish_offset} m leave no track")
-    cps = even_checkpoints(s, start, finish, n_checkpoints)
-    track = Track(name, center + offset, center - offset, width, start, finish, cps, height)
-    try:
-        track.validate()
-    except TrackError as e:
-        raise TrackError(f"centreline {name!r}: {e}") from None
-    return track

@@ -38,10 +38,10 @@ class EvalResult:
 
 def reference_lap_time(track: Any, cfg: EvoConfig) -> float | None:
     """The track's reference lap time for the configured car (None if it cannot be computed)."""
-    from evo_rl.sim.reference import compute_reference
+    from evo_rl.sim.reference_lap import compute_reference_lap
 
     try:
-        return float(compute_reference(track, cfg.car).lap_time)
+        return float(compute_reference_lap(track, cfg.car).lap_time)
     except Exception as e:  # noqa: BLE001 - a missing reference only removes the comparison
         warnings.warn(f"no reference lap time for track {track.name!r}: {type(e).__name__}: {e}", stacklevel=2)
         return None

@@ -51,7 +51,7 @@ _CACHE_SIZE = 32
 
 
 @dataclass(eq=False)
-class Reference:
+class ReferenceLap:
     """A racing line through a track with its speed profile.
 
     Line point ``i`` lies on a fine cross-section of the strip; ``section[k]`` is the
@@ -477,7 +477,7 @@ def _physics_limits() -> LimitsFn:
 # --------------------------------------------------------------------------- reference
 
 
-_cache: OrderedDict[tuple, Reference] = OrderedDict()
+_cache: OrderedDict[tuple, ReferenceLap] = OrderedDict()
 
 
 def _track_key(track: Track) -> str:
@@ -488,14 +488,14 @@ def _track_key(track: Track) -> str:
     return h.hexdigest()
 
 
-def compute_reference(
+def compute_reference_lap(
     track: Track,
     car: CarConfig,
     *,
     safety: float = SAFETY,
     step: float = STEP,
     limits: LimitsFn | None = None,
-) -> Reference:
+) -> ReferenceLap:
     """Racing line, speed profile and reference lap time of ``car`` on ``track``.
 
     The line keeps ``car.half_width + safety`` metres from the walls and passes the
@@ -519,7 +519,7 @@ def start_fraction(track: Track) -> float:
     return min(START_AHEAD, 0.5 * length) / length
 
 
-def _compute(track: Track, car: CarConfig, safety: float, step: float, limits: LimitsFn | None) -> Reference:
+def _compute(track: Track, car: CarConfig, safety: float, step: float, limits: LimitsFn | None) -> ReferenceLap:
     left, right, section, start = resample_sections(track, step, cut=(track.start, start_fraction(track)))
     center = 0.5 * (left + right)  # [K, 2]
     across = left - right  # [K, 2]
@@ -544,7 +544,7 @@ def _compute(track: Track, car: CarConfig, safety: float, step: float, limits: L
     elapsed = np.concatenate([[0.0], np.cumsum(segment_times(ds, speed))])  # [K]
     time = elapsed - elapsed[start]
     center_s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(center, axis=0), axis=1))])
-    return Reference(
+    return ReferenceLap(
         line=line,
         s=s,
         speed=speed,
