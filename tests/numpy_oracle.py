@@ -211,8 +211,8 @@ def step(world: Any, actions: np.ndarray) -> dict[str, np.ndarray]:
 def lidar(world: Any) -> np.ndarray:
     """LIDAR ``[N, beams]`` float32 of ``world``'s cars, beam by beam."""
     angles, origins = world.beam_angles, world.beam_origins
-    out = np.empty((world.n, len(angles)), np.float32)  # [N, B]
-    for i in range(world.n):
+    out = np.empty((world.n_envs, len(angles)), np.float32)  # [N, B]
+    for i in range(world.n_envs):
         x, y = world.pos[i]
         cs, sn = math.cos(world.yaw[i]), math.sin(world.yaw[i])
         for b, (angle, (f, left)) in enumerate(zip(angles, origins, strict=True)):

@@ -85,7 +85,7 @@ def random_inside(track: Track, margin: float, n: int, rng: np.random.Generator)
 
 def randomise(world: World, rng: np.random.Generator, max_speed: float) -> None:
     """Random poses, velocities and car states inside the road."""
-    n = world.n
+    n = world.n_envs
     world.pos[:], world.quad[:] = random_inside(world.track, world.car.half_width + 1e-6, n, rng)
     world.yaw[:] = rng.uniform(-math.pi, math.pi, n)
     speed, direction = rng.uniform(0.0, max_speed, n), rng.uniform(-math.pi, math.pi, n)
@@ -107,7 +107,7 @@ def follow_centre(world: World, target_speed: float, brake: bool = True) -> np.n
     t = world.track
     d = t.center[world.quad + 1] - t.center[world.quad]
     err = (world.yaw - np.arctan2(d[:, 1], d[:, 0]) + math.pi) % (2 * math.pi) - math.pi
-    a = np.zeros((world.n, 3), np.float32)
+    a = np.zeros((world.n_envs, 3), np.float32)
     v = world.speed()
     a[:, 0] = v < target_speed
     a[:, 1] = brake & (v > target_speed + 2.0)
@@ -199,7 +199,7 @@ def test_step_matches_reference(controls: str) -> None:
     rng = np.random.default_rng(3)
     randomise(world, rng, max_speed=120.0)
     for _ in range(4):
-        actions = rng.uniform(-1.3, 1.3, (world.n, 3)).astype(np.float32)
+        actions = rng.uniform(-1.3, 1.3, (world.n_envs, 3)).astype(np.float32)
         expected = ref.step(world, actions)
         world.step(actions)
         for key in ref.STATE:
@@ -214,11 +214,11 @@ def test_no_wall_crossing_at_any_speed() -> None:
     inset = world.inset
     for _ in range(3):
         randomise(world, rng, max_speed=0.0)
-        direction = rng.uniform(-math.pi, math.pi, world.n)
+        direction = rng.uniform(-math.pi, math.pi, world.n_envs)
         world.vel[:] = 200.0 * np.stack([np.cos(direction), np.sin(direction)], axis=1)
-        touched = np.zeros(world.n, bool)
+        touched = np.zeros(world.n_envs, bool)
         for _ in range(6):
-            world.step(rng.uniform(-1.0, 1.0, (world.n, 3)).astype(np.float32))
+            world.step(rng.uniform(-1.0, 1.0, (world.n_envs, 3)).astype(np.float32))
             assert inside_quads(inset, world.quad, world.pos, 1e-9).all()
             assert np.isfinite(world.pos).all() and np.isfinite(world.vel).all()
             touched |= world.wall_contact
@@ -320,10 +320,10 @@ def test_binary_and_analog_pedals() -> None:
 
 def test_invalid_actions_raise_and_change_nothing(s_world: World) -> None:
     s_world.reset()
-    s_world.step(np.tile(np.float32([1.0, 0.0, 0.2]), (s_world.n, 1)))
+    s_world.step(np.tile(np.float32([1.0, 0.0, 0.2]), (s_world.n_envs, 1)))
     before = {k: getattr(s_world, k).copy() for k in ref.STATE}
     for bad in (np.nan, np.inf):
-        actions = np.zeros((s_world.n, 3), np.float32)
+        actions = np.zeros((s_world.n_envs, 3), np.float32)
         actions[7, 2] = bad
         with pytest.raises(EvoError, match="NaN or infinite"):
             s_world.step(actions)
@@ -355,13 +355,13 @@ def test_deterministic_across_runs_and_threads() -> None:
 def test_reset_mask_and_perturbations(s_world: World) -> None:
     s_world.reset()
     for _ in range(10):
-        s_world.step(np.tile(np.float32([1.0, 0.0, 0.0]), (s_world.n, 1)))
+        s_world.step(np.tile(np.float32([1.0, 0.0, 0.0]), (s_world.n_envs, 1)))
     moved = s_world.pos.copy()
-    mask = np.zeros(s_world.n, bool)
+    mask = np.zeros(s_world.n_envs, bool)
     mask[:3] = True
-    lateral = np.zeros(s_world.n)
+    lateral = np.zeros(s_world.n_envs)
     lateral[:3] = [-2.0, 0.0, 100.0]
-    s_world.reset(mask, lateral=lateral, yaw=np.full(s_world.n, 0.05))
+    s_world.reset(mask, lateral=lateral, yaw=np.full(s_world.n_envs, 0.05))
     np.testing.assert_array_equal(s_world.pos[3:], moved[3:])
     assert np.all(s_world.speed()[:3] == 0.0) and np.all(s_world.speed()[3:] > 5.0)
     room = s_world.track.width / 2 - s_world.car.half_width - 0.05
@@ -471,7 +471,7 @@ def test_sensors_for_some_rows_only(s_world: World) -> None:
     world.reset()
     for _ in range(20):
         world.step(follow_centre(world, 30.0))
-    mask = np.zeros(world.n, bool)
+    mask = np.zeros(world.n_envs, bool)
     mask[[3, 100, 511]] = True
     full = world.lidar()
     out = np.full_like(full, -1.0)

@@ -47,28 +47,28 @@ class TrackCore:
     def __init__(
         self,
         cfg: EvoConfig,
-        n: int,
+        n_envs: int,
         track: Track | str | None = None,
         world: Any = None,
         rewards: Any = None,
     ) -> None:
         self.cfg = cfg
-        self.n = n
+        self.n_envs = n_envs
         self.track = resolve_track(track, cfg)
         if world is None:
             from evo_rl.sim.world import World
 
             world = World(
-                self.track, n, car=cfg.car, lidar=cfg.lidar, camera=cfg.camera, sim=cfg.sim, controls=cfg.env.controls
+                self.track, n_envs, car=cfg.car, lidar=cfg.lidar, camera=cfg.camera, sim=cfg.sim, controls=cfg.env.controls
             )
         self.world = world
-        self.rewards = rewards if rewards is not None else RewardManager(cfg.reward, cfg.episode, self.track, n)
+        self.rewards = rewards if rewards is not None else RewardManager(cfg.reward, cfg.episode, self.track, n_envs)
         self.dt = cfg.sim.dt
         self.start_s = float(self.track.s[self.track.start])
-        self.obs = ObservationBuilder(cfg, n, self.start_s, self.track.length)
-        self.steps = np.zeros(n, np.int64)  # [N] steps of the running episode
-        self.episode_return = np.zeros(n, np.float64)  # [N] reward summed over the running episode
-        self.prev_action = np.zeros((n, 3), np.float32)  # [N, 3] last applied action, zeros at a start
+        self.obs = ObservationBuilder(cfg, n_envs, self.start_s, self.track.length)
+        self.steps = np.zeros(n_envs, np.int64)  # [N] steps of the running episode
+        self.episode_return = np.zeros(n_envs, np.float64)  # [N] reward summed over the running episode
+        self.prev_action = np.zeros((n_envs, 3), np.float32)  # [N, 3] last applied action, zeros at a start
 
     # ------------------------------------------------------------------ episodes
 
@@ -76,8 +76,8 @@ class TrackCore:
         """Put the cars of ``mask`` [N] bool on the start line, with a random sideways offset and heading."""
         env = self.cfg.env
         k = int(np.count_nonzero(mask))
-        lateral = np.zeros(self.n)  # [N] m, left positive
-        yaw = np.zeros(self.n)  # [N] rad
+        lateral = np.zeros(self.n_envs)  # [N] m, left positive
+        yaw = np.zeros(self.n_envs)  # [N] rad
         lateral[mask] = rng.uniform(-1.0, 1.0, k) * env.start_lateral
         yaw[mask] = rng.uniform(-1.0, 1.0, k) * np.radians(env.start_yaw_deg)
         self.world.reset(mask, lateral=lateral, yaw=yaw)
@@ -93,8 +93,8 @@ class TrackCore:
     def check_actions(self, actions: Any) -> np.ndarray:
         """``actions`` as a fresh [N, 3] float32 array clipped to [-1, 1]; NaN or inf raise EvoError."""
         a = np.asarray(actions)
-        if a.shape != (self.n, 3):
-            raise EvoError(f"actions must have shape ({self.n}, 3) as [gas, brake, steer] per car, got {a.shape}")
+        if a.shape != (self.n_envs, 3):
+            raise EvoError(f"actions must have shape ({self.n_envs}, 3) as [gas, brake, steer] per car, got {a.shape}")
         bad = ~np.isfinite(a).all(axis=1)
         if bad.any():
             rows = np.flatnonzero(bad)[:8].tolist()

@@ -19,11 +19,11 @@ Observation = tuple[np.ndarray, ...] | np.ndarray
 
 
 class ObservationBuilder:
-    """Observation buffers of ``n`` cars for ``cfg.env.flavour``."""
+    """Observation buffers of ``n_envs`` cars for ``cfg.env.flavour``."""
 
-    def __init__(self, cfg: EvoConfig, n: int, start_s: float, length: float) -> None:
+    def __init__(self, cfg: EvoConfig, n_envs: int, start_s: float, length: float) -> None:
         env = cfg.env
-        self.n = n
+        self.n_envs = n_envs
         self.flavour = env.flavour
         self.flat = env.flat
         self.max_rpm = cfg.car.max_rpm
@@ -34,10 +34,10 @@ class ObservationBuilder:
             frame_shape, frame_dtype = (cfg.camera.height, cfg.camera.width), np.uint8
         else:
             frame_shape, frame_dtype = (lidar_beams(cfg),), np.float32
-        self.scalars = np.zeros((n, n_scalars), np.float32)  # [N, S]: speed, then progress or gear, rpm
-        self.frame = np.zeros((n, *frame_shape), frame_dtype)  # [N, beams] or [N, H, W]: latest sensor frame
-        self.history = np.zeros((n, env.hist_len, *frame_shape), frame_dtype)  # [N, hist, ...] oldest first
-        self.actions = np.zeros((n, env.act_buf_len, 3), np.float32)  # [N, act_buf_len, 3] oldest first
+        self.scalars = np.zeros((n_envs, n_scalars), np.float32)  # [N, S]: speed, then progress or gear, rpm
+        self.frame = np.zeros((n_envs, *frame_shape), frame_dtype)  # [N, beams] or [N, H, W]: latest sensor frame
+        self.history = np.zeros((n_envs, env.hist_len, *frame_shape), frame_dtype)  # [N, hist, ...] oldest first
+        self.actions = np.zeros((n_envs, env.act_buf_len, 3), np.float32)  # [N, act_buf_len, 3] oldest first
 
     def sense(self, world: Any, rows: np.ndarray | None = None) -> None:
         """Read speed, progress / gearbox and the LIDAR or camera of every car (sensors: of ``rows`` only)."""
@@ -69,7 +69,7 @@ class ObservationBuilder:
 
     def build(self) -> Observation:
         """The observations of all cars (fresh arrays, batched on axis 0)."""
-        n = self.n
+        n = self.n_envs
         if self.flat:
             parts = [self.scalars, self.history.reshape(n, -1), self.actions.reshape(n, -1)]
             return np.concatenate(parts, axis=1, dtype=np.float32)  # [N, D]

@@ -42,24 +42,24 @@ if numba.config.THREADING_LAYER == "default":
 
 
 class World:
-    """``n_cars`` cars on ``track``; every array attribute has one row per car."""
+    """``n_envs`` cars on ``track``; every array attribute has one row per car."""
 
     def __init__(
         self,
         track: Track,
-        n_cars: int,
+        n_envs: int,
         car: CarConfig | None = None,
         lidar: LidarConfig | None = None,
         camera: CameraConfig | None = None,
         sim: SimConfig | None = None,
         controls: Literal["binary", "analog"] = "binary",
     ) -> None:
-        if n_cars < 1:
-            raise EvoError(f"n_cars must be at least 1, got {n_cars}")
+        if n_envs < 1:
+            raise EvoError(f"n_envs must be at least 1, got {n_envs}")
         if controls not in ("binary", "analog"):
             raise EvoError(f"controls must be 'binary' or 'analog', got {controls!r}")
         self.track = track
-        self.n = int(n_cars)
+        self.n_envs = int(n_envs)
         self.car = car or CarConfig()
         self.lidar_cfg = lidar or LidarConfig()
         self.camera_cfg = camera or CameraConfig()
@@ -81,9 +81,9 @@ class World:
         self._gate = gate_marks(m + 1, track.start, cps, track.finish)  # [M+1]
         self.beam_angles, self.beam_origins = beam_layout(self.lidar_cfg, self.car)  # [B], [B, 2]
         self._camera = camera_tables(self.camera_cfg)
-        self._actions = np.zeros((self.n, 3), np.float64)  # [N, 3] clipped actions of the current step
+        self._actions = np.zeros((self.n_envs, 3), np.float64)  # [N, 3] clipped actions of the current step
 
-        n = self.n
+        n = self.n_envs
         self.pos = np.zeros((n, 2), np.float64)  # [N, 2] m
         self.yaw = np.zeros(n, np.float64)  # [N] rad
         self.vel = np.zeros((n, 2), np.float64)  # [N, 2] m/s
@@ -131,16 +131,16 @@ class World:
         ``lateral [N]`` (m, left positive) and ``yaw [N]`` (rad) are optional
         per-car perturbations of the start pose; only the masked rows are used.
         """
-        idx = np.arange(self.n) if mask is None else np.flatnonzero(np.asarray(mask, bool).reshape(self.n))
+        idx = np.arange(self.n_envs) if mask is None else np.flatnonzero(np.asarray(mask, bool).reshape(self.n_envs))
         if len(idx) == 0:
             return
-        lat = np.zeros(len(idx)) if lateral is None else np.asarray(lateral, np.float64).reshape(self.n)[idx]
+        lat = np.zeros(len(idx)) if lateral is None else np.asarray(lateral, np.float64).reshape(self.n_envs)[idx]
         pos, heading = self.start_pose(lat)
         lo = max(self.track.start - 2, 0)  # the start pose lies in quad `start`; look only around it
         quads = locate(self.inset[lo : self.track.start + 3], pos) + lo
         quads[quads < lo] = self.track.start
         self.pos[idx] = pos
-        self.yaw[idx] = heading if yaw is None else heading + np.asarray(yaw, np.float64).reshape(self.n)[idx]
+        self.yaw[idx] = heading if yaw is None else heading + np.asarray(yaw, np.float64).reshape(self.n_envs)[idx]
         self.vel[idx] = 0.0
         self.yaw_rate[idx] = 0.0
         self.steer[idx] = 0.0
@@ -171,8 +171,8 @@ class World:
         Out-of-range values are clipped; NaN or infinite values raise EvoError before any state changes.
         """
         a = np.asarray(actions)
-        if a.shape != (self.n, 3):
-            raise EvoError(f"actions must have shape ({self.n}, 3) as [gas, brake, steer] per car, got {a.shape}")
+        if a.shape != (self.n_envs, 3):
+            raise EvoError(f"actions must have shape ({self.n_envs}, 3) as [gas, brake, steer] per car, got {a.shape}")
         finite = np.isfinite(a)
         if not finite.all():
             rows = np.flatnonzero(~finite.all(axis=1))[:8].tolist()
@@ -181,7 +181,7 @@ class World:
         t = self.track
         tables = (self._params, self._ratios, self._top, self.inset, self.edges, t.s, t.center, self._cp_count)
         state = tuple(getattr(self, k) for k in STATE)
-        kernel = step_cars if self.n >= PARALLEL_CARS else step_cars_serial
+        kernel = step_cars if self.n_envs >= PARALLEL_CARS else step_cars_serial
         with self._parallel():
             kernel(tables, state, self._actions, t.finish, self.analog, self.dt, self.sim.substeps)
 
@@ -193,7 +193,7 @@ class World:
 
     def position3(self) -> np.ndarray:
         """Game-style positions ``[N, 3]``: ``(x, track.height, y)``."""
-        out = np.empty((self.n, 3), np.float64)  # [N, 3]
+        out = np.empty((self.n_envs, 3), np.float64)  # [N, 3]
         out[:, 0] = self.pos[:, 0]
         out[:, 1] = self.track.height
         out[:, 2] = self.pos[:, 1]
@@ -204,7 +204,7 @@ class World:
 
         With ``rows`` (car indices or an ``[N]`` bool mask) only those cars' rows of ``out`` are written.
         """
-        out = _output(out, (self.n, self.n_beams), np.float32, "lidar")
+        out = _output(out, (self.n_envs, self.n_beams), np.float32, "lidar")
         idx, sub = self._rows(rows, out)
         pos, yaw, quad = (
             (self.pos, self.yaw, self.quad) if idx is None else (self.pos[idx], self.yaw[idx], self.quad[idx])
@@ -219,7 +219,7 @@ class World:
     def images(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """First-person grayscale frames ``[N, H, W]`` uint8; ``rows`` as in :meth:`lidar`."""
         cam = self.camera_cfg
-        out = _output(out, (self.n, cam.height, cam.width), np.uint8, "images")
+        out = _output(out, (self.n_envs, cam.height, cam.width), np.uint8, "images")
         idx, sub = self._rows(rows, out)
         pos, yaw, quad = (
             (self.pos, self.yaw, self.quad) if idx is None else (self.pos[idx], self.yaw[idx], self.quad[idx])
