@@ -1,28 +1,47 @@
 """One YAML file configures EVO RL; these pydantic models validate it.
 
-Every field has a one-line description (shown by ``evo-rl config show --help-fields``)
-and unknown keys are errors. ``load_config(path, overrides)`` reads a file, applies
-``section.key=value`` overrides and returns an :class:`EvoConfig`; mistakes raise
-:class:`~evo_rl.errors.ConfigError` naming the field path, the bad value and what
-is allowed.
+Every field has a one-line description (shown by ``evo-rl config show --fields``),
+unknown keys are errors and floats must be finite. ``load_config(path, overrides)``
+reads a file (:func:`read_config_file`: a repeated key is an error), applies
+``section.key=value`` overrides (:func:`apply_overrides`, the one place overrides are
+applied) and validates the result (:func:`validate_config`); mistakes raise
+:class:`~evo_rl.errors.ConfigError` naming the field path, the bad value and what is
+allowed (:func:`format_validation_errors`). What needs more than the config itself
+(the track exists, the device is present, the memory fits) is checked at start-up by
+:mod:`evo_rl.train.preflight`.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from evo_rl.errors import ConfigError
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, assignments are checked."""
+    """Base of every config section: unknown keys are errors, assignments are checked.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    Floats must be finite (``.inf`` and ``.nan`` are refused, naming the field); a
+    field that means "no limit" takes ``null`` instead.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- simulator
@@ -155,7 +174,7 @@ class SACConfig(Section):
     alpha: float = Field(0.2, ge=0, description="entropy coefficient (initial value when learned)")
     learn_entropy: bool = Field(True, description="learn the entropy coefficient towards target_entropy")
     target_entropy: float | None = Field(None, description="target entropy; null = -action_dim")
-    hidden: list[int] = Field([256, 256], min_length=1, description="hidden layer sizes of actor and critics")
+    hidden: list[PositiveInt] = Field([256, 256], min_length=1, description="hidden layer sizes of actor and critics")
 
     @model_validator(mode="after")
     def _alpha_positive_when_learned(self) -> SACConfig:
@@ -194,7 +213,7 @@ class PPOConfig(Section):
     normalize_advantage: bool = Field(True, description="normalise advantages within each minibatch")
     log_std_init: float = Field(0.0, description="initial log standard deviation of the Gaussian policy")
     activation: Literal["tanh", "relu"] = Field("tanh", description="hidden activation of policy and value nets")
-    hidden: list[int] = Field([256, 256], min_length=1, description="hidden layer sizes")
+    hidden: list[PositiveInt] = Field([256, 256], min_length=1, description="hidden layer sizes")
 
 
 ALGO_PRESETS: dict[str, dict[str, Any]] = {
@@ -293,6 +312,10 @@ class MemoryConfig(Section):
     nstep: int = Field(1, ge=1, le=100, description="steps summed in the discounted return (1 = one-step TD)")
 
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+"""The ``train.device`` strings EVO RL accepts (whether the device exists is checked at start-up)."""
+
+
 class TrainConfig(Section):
     minutes: float | None = Field(None, gt=0, description="wall-clock budget of one session; null = until total_steps")
     total_steps: int = Field(2_000_000, ge=1, description="environment steps (all cars, all sessions) to train for")
@@ -300,21 +323,33 @@ class TrainConfig(Section):
     updates_per_step: float = Field(0.25, gt=0, description="off-policy: gradient updates per step of one car")
     eval_every_minutes: float = Field(2.0, gt=0, description="evaluation schedule, minutes of unpaused time")
     eval_episodes: int = Field(5, ge=1, description="deterministic episodes per evaluation (one car each, at once)")
-    checkpoint_every_minutes: float = Field(5.0, gt=0, description="checkpoint schedule, minutes of unpaused time")
-    keep_best: int = Field(3, ge=0, description="best checkpoints (by evaluation score) kept besides the latest")
+    checkpoint_every_minutes: float = Field(
+        1.0, gt=0, description="checkpoint schedule, minutes of unpaused time (a kill -9 loses at most this much)"
+    )
+    keep_best: int = Field(3, ge=0, description="best checkpoints (by evaluation score) kept besides the last two")
     log_every_seconds: float = Field(5.0, gt=0, description="metrics.jsonl and TensorBoard interval, seconds")
     runs_dir: str = Field("runs", description="folder holding run folders")
-    device: str = Field("auto", description="torch device: auto, cpu or cuda[:N]")
+    device: str = Field("auto", description="torch device: auto (cuda when available), cpu, cuda, cuda:N or mps")
     torch_threads: int = Field(
         0, ge=0, description="torch CPU threads; 0 = torch's default (all cores); 1 on a busy machine"
     )
     seed: int = Field(0, description="seed of torch and of the replay sampling")
     wandb: bool = Field(False, description="also log to Weights & Biases (needs the wandb package)")
     wandb_project: str = Field("evo-rl", description="Weights & Biases project of the run (train.wandb: true)")
-    save_replay: bool = Field(True, description="store the replay memory in the latest checkpoint (resume keeps it)")
+    save_replay: bool = Field(True, description="store the replay memory with the checkpoints (resume keeps it)")
     dashboard: Literal["auto", "rich", "plain", "none"] = Field(
         "auto", description="auto: live view on a terminal, log lines otherwise; rich, plain or none force one"
     )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(value):
+            raise PydanticCustomError(
+                "device",
+                "unknown torch device; use auto (cuda when available), cpu, cuda, cuda:N (N = GPU index) or mps",
+            )
+        return value
 
 
 class EvoConfig(Section):
@@ -331,26 +366,88 @@ class EvoConfig(Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig, description="replay memory")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training loop")
 
+    @field_validator("reward")
+    @classmethod
+    def _some_reward(cls, value: list[RewardTermConfig]) -> list[RewardTermConfig]:
+        if not value:
+            raise PydanticCustomError(
+                "empty_reward",
+                "the list of reward terms is empty, so every step would be worth 0; "
+                "add at least one term, e.g. `reward: [{term: progress_distance, weight: 0.1}]` "
+                "(`evo-rl reward terms` lists them)",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _ppo_rollout_holds_a_minibatch(self) -> EvoConfig:
+        if self.algo.name != "ppo":
+            return self
+        ppo, n_envs = self.algo.ppo, self.env.n_envs
+        if ppo.n_steps < n_envs:
+            raise PydanticCustomError(
+                "config_conflict",
+                "algo.ppo.n_steps ({n_steps}) counts the steps of one rollout over all cars and must be at least "
+                "env.n_envs ({n_envs}); raise algo.ppo.n_steps or lower env.n_envs",
+                {"n_steps": ppo.n_steps, "n_envs": n_envs},
+            )
+        rollout = ppo.n_steps // n_envs * n_envs  # the rollout holds n_steps // n_envs steps of every car
+        if ppo.batch_size > rollout:
+            raise PydanticCustomError(
+                "config_conflict",
+                "algo.ppo.batch_size ({batch}) is larger than a PPO rollout: algo.ppo.n_steps ({n_steps}) over "
+                "env.n_envs ({n_envs}) cars holds {rollout} steps, so every minibatch would be the whole rollout; "
+                "set algo.ppo.batch_size to at most {rollout} or raise algo.ppo.n_steps",
+                {"batch": ppo.batch_size, "n_steps": ppo.n_steps, "n_envs": n_envs, "rollout": rollout},
+            )
+        return self
+
 
 # --------------------------------------------------------------------------- loading
 
+MAX_SHOWN_ERRORS = 10
+"""Validation messages shown at most; the rest are counted (``... and N more``)."""
 
-def _format_errors(err: ValidationError, source: str) -> str:
+
+def format_validation_errors(err: ValidationError, source: str) -> str:
+    """A pydantic ``ValidationError`` of :class:`EvoConfig` as one message for a :class:`ConfigError`.
+
+    One line per mistake, each naming the field path (``env.n_envs``), the bad
+    value and the rule it breaks; an unknown key lists the keys its section
+    allows. ``source`` says where the values came from (a file, ``+ overrides``).
+    At most :data:`MAX_SHOWN_ERRORS` lines are shown, then ``... and N more``.
+    """
+    errors = err.errors()
     lines = [f"invalid configuration ({source}):"]
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            parent = ".".join(str(p) for p in e["loc"][:-1])
-            lines.append(
-                f"  {path}: unknown key; allowed keys of {parent or 'the top level'}: {_allowed(e['loc'][:-1])}"
-            )
-            continue
-        value = e.get("input")
-        shown = repr(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        lines.append(f"  {path} = {shown}: {e['msg']}")
+    for e in errors[:MAX_SHOWN_ERRORS]:
+        lines.append("  " + _format_error(e))
+    if len(errors) > MAX_SHOWN_ERRORS:
+        lines.append(f"  ... and {len(errors) - MAX_SHOWN_ERRORS} more")
     return "\n".join(lines)
+
+
+def field_path(loc: tuple | list) -> str:
+    """A pydantic error location as the user writes the field: ``reward[0].weight``, ``algo.sac.hidden[1]``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _format_error(e: Any) -> str:
+    path = field_path(e["loc"])
+    if e["type"] == "extra_forbidden":
+        parent = field_path(e["loc"][:-1])
+        return f"{path}: unknown key; allowed keys of {parent or 'the top level'}: {_allowed(e['loc'][:-1])}"
+    msg = e["msg"].removeprefix("Value error, ")
+    value = e.get("input")
+    if not path:  # a rule over several sections: the message names the fields
+        return msg
+    if isinstance(value, dict) and e["type"] in ("value_error", "config_conflict"):  # a rule over a section's fields
+        return f"{path}: {msg}"
+    shown = repr(value) if not isinstance(value, str) or len(value) <= 60 else repr(value[:60])
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{path} = {shown}: {msg}"
 
 
 def _allowed(loc: tuple) -> str:
@@ -369,6 +466,40 @@ def _allowed(loc: tuple) -> str:
     return ", ".join(model.model_fields)
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A YAML mapping holds the same key twice (see :class:`UniqueKeyLoader`)."""
+
+    def __init__(self, key: Any, first_line: int, node: yaml.Node) -> None:
+        self.key = key
+        self.first_line = first_line  # 1-based
+        self.line = node.start_mark.line + 1
+        super().__init__(None, None, f"key {key!r} appears twice (lines {first_line} and {self.line})", node.start_mark)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's ``SafeLoader`` that refuses a key repeated in one mapping.
+
+    The default loaders keep the last value silently, so a config with
+    ``n_envs`` written twice would train with whichever comes last. Merge keys
+    (``<<: *anchor``) may still be overridden by the mapping's own keys.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise DuplicateKeyError(key, first, key_node)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``section.key=value`` into a path and a YAML-parsed value."""
     if "=" not in text:
@@ -378,53 +509,122 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"override {text!r} names no field")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=UniqueKeyLoader) if raw.strip() else ""  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
     return path, value
 
 
-def _apply(data: dict, path: list[str], value: Any, text: str) -> None:
+def set_field(data: dict, path: list[str], value: Any, label: str) -> None:
+    """Set ``data[path[0]][path[1]]... = value`` in a config dict, creating missing sections.
+
+    ``label`` is the override as the user wrote it, for the message when a part
+    of the path is a value rather than a section.
+    """
     node = data
     for part in path[:-1]:
         nxt = node.get(part)
         if nxt is None:
             nxt = node[part] = {}
         if not isinstance(nxt, dict):
-            raise ConfigError(f"override {text!r}: {part} is not a section")
+            raise ConfigError(f"override {label!r}: {part} is not a section")
         node = nxt
     node[path[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> EvoConfig:
-    """Read a YAML config (defaults when ``path`` is None) and apply overrides."""
-    data: dict = {}
-    source = "defaults"
-    if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"config file {p} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections, found {type(loaded).__name__}")
-        data = loaded
+def apply_overrides(data: dict, overrides: Iterable[str] | Mapping[str, Any]) -> dict:
+    """Apply overrides to a config dict in place and return it.
+
+    ``overrides`` are either ``section.key=value`` texts (the command line; the
+    value is parsed as YAML) or a mapping ``{"section.key": value}`` of Python
+    values. Later overrides win. Validate the result with :func:`validate_config`.
+    """
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            path = [p for p in str(key).split(".") if p]
+            if not path:
+                raise ConfigError(f"override {key!r} names no field")
+            set_field(data, path, value, f"{key}={value!r}")
+        return data
+    if isinstance(overrides, str):
+        raise ConfigError(f"overrides must be a list of section.key=value texts, got the text {overrides!r}")
     for text in overrides:
-        keys, value = parse_override(text)
-        _apply(data, keys, value, text)
-    if overrides:
-        source += " + overrides"
+        path, value = parse_override(text)
+        set_field(data, path, value, text)
+    return data
+
+
+def validate_config(data: Any, source: str) -> EvoConfig:
+    """An :class:`EvoConfig` from a config dict; a mistake raises :class:`ConfigError`.
+
+    The message (see :func:`format_validation_errors`) names ``source``, every
+    bad field, its value and the rule it breaks.
+    """
     try:
         return EvoConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source)) from None
+        raise ConfigError(format_validation_errors(e, source)) from None
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping a YAML config file holds (``{}`` for an empty file).
+
+    Raises :class:`ConfigError` naming the file when it is missing, unreadable,
+    not UTF-8 text, not YAML, holds a key twice or is not a mapping.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {p} does not exist")
+    if not p.is_file():
+        raise ConfigError(f"config file {p} is not a file")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"config file {p} cannot be read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {p} is not a text file: byte 0x{raw[e.start]:02x} at offset {e.start} is not UTF-8; "
+            "a config is a YAML text file (`evo-rl config show` prints a complete one)"
+        ) from None
+    try:
+        loaded = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKeyError as e:
+        raise ConfigError(
+            f"config file {p}: key {e.key!r} appears twice in one section (lines {e.first_line} and {e.line}); "
+            "YAML would keep only the last, so delete one of them"
+        ) from None
+    except yaml.reader.ReaderError as e:  # a control character: most likely a binary file
+        line = text.count("\n", 0, e.position) + 1
+        raise ConfigError(
+            f"config file {p} is not valid YAML at line {line}: character {chr(e.character)!r} is not allowed "
+            "in YAML text; a config is a YAML text file, not a binary one"
+        ) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or e
+        raise ConfigError(f"config file {p} is not valid YAML{where}: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections, found {type(loaded).__name__}")
+    return loaded
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] = ()) -> EvoConfig:
+    """Read a YAML config (defaults when ``path`` is None), apply overrides and validate.
+
+    ``overrides`` as in :func:`apply_overrides`. Every mistake raises :class:`ConfigError`.
+    """
+    data: dict = {} if path is None else read_config_file(path)
+    source = "defaults" if path is None else str(path)
+    overrides = overrides if isinstance(overrides, Mapping) else list(overrides)
+    apply_overrides(data, overrides)
+    if overrides:
+        source += " + overrides"
+    return validate_config(data, source)
 
 
 def config_to_yaml(cfg: EvoConfig) -> str:

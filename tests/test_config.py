@@ -24,6 +24,13 @@ def test_example_configs_validate(path):
     assert isinstance(load_config(path), EvoConfig)
 
 
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_example_configs_pass_the_start_up_checks(path, tmp_path):
+    from evo_rl.train.preflight import check_startup
+
+    check_startup(load_config(path, [f"train.runs_dir={tmp_path / 'runs'}", "train.device=cpu"]))
+
+
 def test_overrides_parse_yaml_values():
     cfg = load_config(None, ["env.n_envs=8", "env.flat=true", "sim.dt=0.1", "algo.name=redq"])
     assert (cfg.env.n_envs, cfg.env.flat, cfg.sim.dt, cfg.algo.name) == (8, True, 0.1, "redq")

@@ -23,12 +23,33 @@ def _tensors(seed: int) -> dict[str, torch.Tensor]:
     return {"actor/w": torch.randn(4, 3, generator=g), "critic/b": torch.randn(5, generator=g)}
 
 
-def _write_replay(payload: bytes):
-    def write(path):
-        path.mkdir()
-        (path / "data.bin").write_bytes(payload)
+class _Replay:
+    """A stand-in replay memory: each chunk is one file of bytes; ``needed`` names the chunks it still needs."""
 
-    return write
+    def __init__(self) -> None:
+        self.payload = b""
+        self.needed: set[bytes] | None = None  # None: every chunk
+
+    def write_chunk(self, folder):
+        if not self.payload:
+            return None
+        folder.mkdir(parents=True)
+        (folder / "data.bin").write_bytes(self.payload)
+        return self.payload
+
+    def commit_chunk(self, info):
+        self.payload = b""
+
+    def chunk_needed(self, info):
+        return self.needed is None or info in self.needed
+
+    def write_index(self, folder, chunks):
+        folder.mkdir(parents=True)
+        (folder / "memory.json").write_text(json.dumps({"chunks": chunks}))
+
+    def load_chunks(self, folder, chunk_dir):
+        names = json.loads((folder / "memory.json").read_text())["chunks"]
+        return [(n, (chunk_dir / n / "data.bin").read_bytes()) for n in names]
 
 
 # --------------------------------------------------------------------------- run folder
@@ -53,19 +74,35 @@ def test_create_and_resolve_run(tmp_path):
 # --------------------------------------------------------------------------- checkpoints
 
 
-def test_checkpoint_round_trip_and_replay_kept_in_latest_only(tmp_path):
+def test_checkpoint_round_trip_and_replay_in_the_last_two_only(tmp_path):
     mgr = CheckpointManager(tmp_path / "ck", keep_best=1)
-    first = mgr.save(_tensors(1), {"env_steps": 10, "updates": 2}, score=0.5, write_replay=_write_replay(b"a" * 100))
-    second = mgr.save(_tensors(2), {"env_steps": 20, "updates": 4}, score=0.1, write_replay=_write_replay(b"b" * 50))
-    assert mgr.list() == [second, first]  # first kept as the best, second as the latest
-    assert not (first / "replay").exists()  # only the latest holds replay memory
+    replay = _Replay()
+    saved = []
+    for i, (score, payload) in enumerate([(0.5, b"a" * 100), (0.1, b"b" * 50), (0.2, b"c" * 10)], start=1):
+        replay.payload = payload
+        saved.append(mgr.save(_tensors(i), {"env_steps": 10 * i, "updates": 2 * i}, score=score, replay=replay))
+    first, second, third = saved
+    assert mgr.list() == [third, second, first]  # latest, previous, and first as the best
+    assert not (first / "replay").exists()  # the best keeps its agent only
     ck = mgr.load_latest()
-    assert ck.path == second and ck.state["env_steps"] == 20 and ck.state["score"] == 0.1
-    assert (ck.replay_path / "data.bin").read_bytes() == b"b" * 50
-    for k, v in _tensors(2).items():
+    assert ck.path == third and ck.state["env_steps"] == 30 and ck.state["score"] == 0.2
+    assert ck.replay_chunks == ["chunk-000001", "chunk-000002", "chunk-000003"]  # chunks are shared, never rewritten
+    assert mgr.load(second).replay_chunks == ["chunk-000001", "chunk-000002"]
+    for k, v in _tensors(3).items():
         assert torch.equal(ck.tensors[k], v)
     old = mgr.load(first)  # still verifies after its replay was dropped
     assert old.replay_path is None and torch.equal(old.tensors["actor/w"], _tensors(1)["actor/w"])
+    other = _Replay()
+    assert mgr.restore_replay(ck, other)
+    replay.needed = {b"c" * 10, b"d", b"e"}  # the memory overwrote the first two chunks
+    replay.payload = b"d"
+    fourth = mgr.save(_tensors(4), {"env_steps": 40}, score=0.0, replay=replay)
+    assert mgr.load(fourth).replay_chunks == ["chunk-000003", "chunk-000004"]
+    chunks = tmp_path / "ck" / "replay"
+    assert len(list(chunks.iterdir())) == 4  # the previous checkpoint still needs chunks 1 and 2
+    replay.payload = b"e"
+    mgr.save(_tensors(5), {"env_steps": 50}, score=0.0, replay=replay)
+    assert sorted(p.name for p in chunks.iterdir()) == ["chunk-000003", "chunk-000004", "chunk-000005"]
 
 
 def test_checkpoint_keeps_latest_plus_best(tmp_path):
@@ -188,8 +225,8 @@ def test_pause_and_resume_commands(tmp_path, capsys):
     assert main(["pause", "c", "--runs-dir", str(tmp_path)]) == 0
     assert run.is_paused()
     assert "no trainer is running" in capsys.readouterr().out
-    run.mark_running()
-    assert main(["resume", str(run.path)]) == 0
+    with run.lock():  # what a trainer holds while it runs
+        assert main(["resume", str(run.path)]) == 0
     assert not run.is_paused()
     assert f"pid {os.getpid()}" in capsys.readouterr().out
     assert main(["pause", "nope", "--runs-dir", str(tmp_path)]) == 2

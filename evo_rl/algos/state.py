@@ -9,12 +9,20 @@ the exact structure (int keys stay ints, tuples stay tuples).
 
 ``save_state(path, state)`` / ``load_state(path)`` store both in one
 ``.safetensors`` file (the skeleton in its string metadata).
+
+Every safetensors file EVO RL writes (state files, checkpoints' ``agent.safetensors``,
+policy files) carries ``tensors_sha256`` in its metadata: the sha256 of its tensors'
+names, dtypes, shapes and bytes (:func:`tensor_digest`). :func:`save_tensors` writes it,
+:func:`load_tensors` checks it and raises :class:`CheckpointError` naming the file when the
+tensor data was damaged; a file without it (older EVO RL) still loads, with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +33,7 @@ from safetensors.torch import save_file
 from evo_rl.errors import CheckpointError
 
 META_KEY = "evo_rl_state"
+DIGEST_KEY = "tensors_sha256"
 
 
 def flatten_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
@@ -79,23 +88,66 @@ def unflatten_state(tensors: dict[str, torch.Tensor], meta: Any) -> Any:
     return build(meta)
 
 
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}\0{t.dtype}\0{list(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write tensors to a safetensors file with their :func:`tensor_digest` in the metadata."""
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}  # no shared storage
+    save_file(flat, str(path), metadata={**(metadata or {}), DIGEST_KEY: tensor_digest(flat)})
+
+
+def load_tensors(
+    path: str | Path, device: str | torch.device = "cpu", what: str = "file"
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read every tensor and the metadata of a safetensors file and check its ``tensors_sha256``.
+
+    Raises :class:`CheckpointError` naming the file (``what`` describes it, e.g. "policy
+    file") when it cannot be read or its tensors fail the check; a file without a digest
+    loads with a warning.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = dict(f.metadata() or {})
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except Exception as e:  # noqa: BLE001 - any read failure means the same to the user
+        raise CheckpointError(f"cannot read {what} {path}: {type(e).__name__}: {e}") from None
+    want = meta.get(DIGEST_KEY)
+    if want is None:
+        warnings.warn(
+            f"{what} {path} carries no tensors_sha256 checksum (written by an older EVO RL); "
+            "its tensor data cannot be verified",
+            stacklevel=2,
+        )
+    elif tensor_digest(tensors) != want:
+        raise CheckpointError(
+            f"{what} {path} is damaged: its tensor data fails the sha256 check stored in the file "
+            "(a changed or corrupted byte); use another copy"
+        )
+    return tensors, meta
+
+
 def save_state(path: str | Path, state: Any) -> None:
-    """Write a nested state to one safetensors file."""
+    """Write a nested state to one safetensors file (with its checksum)."""
     tensors, meta = flatten_state(state)
-    save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
+    save_tensors(path, tensors, metadata={META_KEY: json.dumps(meta)})
 
 
 def load_state(path: str | Path, device: str | torch.device = "cpu") -> Any:
-    """Read a state written by :func:`save_state`."""
+    """Read a state written by :func:`save_state`, checking its checksum."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"state file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            meta = (f.metadata() or {}).get(META_KEY)
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-    except Exception as e:  # noqa: BLE001 - any read failure means the same to the user
-        raise CheckpointError(f"cannot read state file {path}: {type(e).__name__}: {e}") from None
+    tensors, metadata = load_tensors(path, device, what="state file")
+    meta = metadata.get(META_KEY)
     if meta is None:
         raise CheckpointError(f"{path} is a safetensors file without EVO RL state metadata ({META_KEY!r})")
     try:

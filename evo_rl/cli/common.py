@@ -19,6 +19,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> EvoConfig:
+    """The config of ``--config FILE`` and the overrides (:func:`~evo_rl.config.load_config`)."""
     return load_config(getattr(args, "config", None), getattr(args, "overrides", None) or [])
 
 

@@ -23,9 +23,10 @@ def _control(args: argparse.Namespace) -> int:
     run = resolve_run(args.run, args.runs_dir)
     run.set_paused(args.paused)
     state = "paused" if args.paused else "running"
-    pid = run.trainer_pid()
+    pid = run.trainer_pid()  # from the run's lock: a trainer.json left by a killed trainer does not count
     if pid is None:
         print(f"{run.path}: marked {state}; no trainer is running it now (a --resume will start {state})")
     else:
-        print(f"{run.path}: trainer (pid {pid}) is {state}")
+        who = f"pid {pid}" if pid > 0 else "starting"
+        print(f"{run.path}: trainer ({who}) is {state}")
     return 0

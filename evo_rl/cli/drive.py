@@ -64,7 +64,7 @@ def _drive(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    if lap.finished:
+    if lap.lap_time is not None:
         gap = 100.0 * (lap.lap_time / lap.reference_lap_time - 1.0)
         print(f"{track.name}: expert lap {lap.lap_time:.2f} s, reference {lap.reference_lap_time:.2f} s ({gap:+.1f}%)")
     else:

@@ -8,8 +8,16 @@ with the default config, showing a live dashboard; everything goes to
 from __future__ import annotations
 
 import argparse
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evo_rl.cli.common import add_config_args
+
+if TYPE_CHECKING:
+    from evo_rl.config import EvoConfig
+    from evo_rl.train.run import RunDir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _resume_config(args: argparse.Namespace):  # noqa: ANN202 - returns (RunDir, EvoConfig)
-    from evo_rl.config import _apply, load_config, parse_override
+    from evo_rl.config import apply_overrides, load_config, parse_override, validate_config
     from evo_rl.errors import ConfigError
     from evo_rl.train.run import resolve_run
 
@@ -54,42 +62,91 @@ def _resume_config(args: argparse.Namespace):  # noqa: ANN202 - returns (RunDir,
     run = resolve_run(args.resume, runs_dir)
     pid = run.trainer_pid()
     if pid is not None:
-        raise ConfigError(f"run {run.path} is being trained right now by process {pid}; stop it before --resume")
+        who = f"process {pid}" if pid > 0 else "another process"
+        raise ConfigError(f"run {run.path} is being trained right now by {who}; stop it before --resume")
     cfg = run.load_config()
     if overrides:
-        data = cfg.model_dump(mode="json")
-        for text in overrides:
-            keys, value = parse_override(text)
-            _apply(data, keys, value, text)
-        from pydantic import ValidationError
-
-        from evo_rl.config import EvoConfig, _format_errors
-
-        try:
-            cfg = EvoConfig.model_validate(data)
-        except ValidationError as e:
-            raise ConfigError(_format_errors(e, f"{run.config_path} + overrides")) from None
-        run.write_config(cfg)
+        data = apply_overrides(cfg.model_dump(mode="json"), overrides)
+        cfg = validate_config(data, f"{run.config_path} + overrides")
     return run, cfg
+
+
+def _check_minutes(minutes: float | None) -> None:
+    if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
+        from evo_rl.errors import ConfigError
+
+        raise ConfigError(f"--minutes must be a positive number of minutes, got {minutes}")
+
+
+def _new_run(cfg: EvoConfig, name: str | None) -> tuple[RunDir, list[Path]]:
+    """Create the run folder; returns it and the folders this call created (deepest first)."""
+    from evo_rl.errors import ConfigError
+    from evo_rl.train.run import create_run
+
+    base = Path(cfg.train.runs_dir)
+    missing = [p for p in (base, *base.parents) if not p.exists()]
+    existed = name is not None and (base / name).is_dir()
+    try:
+        run = create_run(base, name, cfg)
+    except OSError as e:
+        raise ConfigError(
+            f"train.runs_dir = {cfg.train.runs_dir!r}: cannot create the run folder: {e.strerror or e}"
+        ) from None
+    created = [] if existed else [run.path]
+    return run, created + missing
+
+
+START_FILES = {"config.yaml", "config.yaml.tmp", "checkpoints"}
+"""What creating a run folder writes in it (``checkpoints`` empty)."""
+CONTROL_FILES = {"trainer.lock", "trainer.json", "trainer.json.tmp"}
+"""What a trainer's start may leave in the run folder besides (see :meth:`RunDir.lock`)."""
+
+
+def _discard_new_run(run: RunDir, created: list[Path]) -> None:
+    """Undo :func:`_new_run` after a failed start: remove the run's config, its empty checkpoints
+    folder, its lock files and the folders that call created, but only while the run folder
+    holds nothing else and no trainer holds it."""
+    try:
+        entries = set(os.listdir(run.path))
+        if entries - START_FILES - CONTROL_FILES or (
+            run.checkpoints_dir.is_dir() and any(run.checkpoints_dir.iterdir())
+        ):
+            return  # something else wrote here: keep it all
+        if run.trainer_pid() is not None:
+            return  # another trainer took the folder meanwhile
+        for leftover in sorted(entries & (START_FILES | CONTROL_FILES) - {"checkpoints"}):
+            (run.path / leftover).unlink(missing_ok=True)
+        if run.checkpoints_dir.is_dir():
+            run.checkpoints_dir.rmdir()
+        for folder in created:
+            folder.rmdir()  # deepest first; fails (and stops) at a folder that holds anything
+    except OSError:
+        return
 
 
 def _train(args: argparse.Namespace) -> int:
     from evo_rl.cli.common import config_from_args
     from evo_rl.train.loop import Trainer
-    from evo_rl.train.run import create_run
+    from evo_rl.train.preflight import check_startup
 
-    if args.minutes is not None and args.minutes <= 0:
-        from evo_rl.errors import ConfigError
-
-        raise ConfigError(f"--minutes must be positive, got {args.minutes}")
+    _check_minutes(args.minutes)
     if args.resume is not None:
         run, cfg = _resume_config(args)
+        check_startup(cfg, new_run=False)
+        if args.overrides:
+            run.write_config(cfg)
+        trainer = Trainer(cfg, run, resume=True, minutes=args.minutes)
     else:
         cfg = config_from_args(args)
         if args.minutes is not None:
             cfg.train.minutes = args.minutes
-        run = create_run(cfg.train.runs_dir, args.name, cfg)
-    trainer = Trainer(cfg, run, resume=args.resume is not None, minutes=args.minutes)
+        check_startup(cfg)
+        run, created = _new_run(cfg, args.name)
+        try:
+            trainer = Trainer(cfg, run, resume=False, minutes=args.minutes)
+        except BaseException:
+            _discard_new_run(run, created)
+            raise
     c = trainer.train()
     ev = trainer.last_eval
     summary = f"{run.path}: {c.env_steps:,} env steps, {c.updates:,} updates, {c.episodes:,} episodes"

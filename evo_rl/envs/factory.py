@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from evo_rl.config import EvoConfig, _format_errors, load_config
+from evo_rl.config import EvoConfig, apply_overrides, load_config, validate_config
 from evo_rl.envs.single import TrackEnv
 from evo_rl.envs.vector import VecTrackEnv
 from evo_rl.errors import ConfigError
@@ -32,28 +30,13 @@ def resolve_config(config: EvoConfig | str | Path | dict | None = None, **overri
     elif isinstance(config, (str, Path)):
         cfg = load_config(config)
     elif isinstance(config, dict):
-        cfg = _validate(config, "config dict")
+        cfg = validate_config(config, "config dict")
     else:
         raise ConfigError(f"config must be an EvoConfig, a YAML path, a dict or None, got {type(config).__name__}")
     if not overrides:
         return cfg
-    data = cfg.model_dump()
-    for key, value in overrides.items():
-        path = key.split(".") if "." in key else ["env", key]
-        node = data
-        for part in path[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"environment override {key}={value!r}: {part!r} is not a config section")
-            node = node[part]
-        node[path[-1]] = value
-    return _validate(data, "environment overrides")
-
-
-def _validate(data: dict, source: str) -> EvoConfig:
-    try:
-        return EvoConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(e, source)) from None
+    paths = {key if "." in key else f"env.{key}": value for key, value in overrides.items()}
+    return validate_config(apply_overrides(cfg.model_dump(), paths), "environment overrides")
 
 
 def make_track_env(

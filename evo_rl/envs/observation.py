@@ -29,6 +29,8 @@ class ObservationBuilder:
         self.max_rpm = cfg.car.max_rpm
         self.start_s = start_s
         self.length = max(length, 1e-9)
+        frame_shape: tuple[int, ...]
+        frame_dtype: type[np.generic]
         n_scalars = {"lidar": 1, "lidar_progress": 2, "full": 3}[env.flavour]
         if env.flavour == "full":
             frame_shape, frame_dtype = (cfg.camera.height, cfg.camera.width), np.uint8
@@ -71,7 +73,7 @@ class ObservationBuilder:
         """The observations of all cars (fresh arrays, batched on axis 0)."""
         n = self.n_envs
         if self.flat:
-            parts = [self.scalars, self.history.reshape(n, -1), self.actions.reshape(n, -1)]
+            parts: list[np.ndarray] = [self.scalars, self.history.reshape(n, -1), self.actions.reshape(n, -1)]
             return np.concatenate(parts, axis=1, dtype=np.float32)  # [N, D]
         scalars = tuple(self.scalars[:, i : i + 1].copy() for i in range(self.scalars.shape[1]))  # [N, 1] each
         actions = tuple(self.actions[:, i].copy() for i in range(self.actions.shape[1]))  # [N, 3] each

@@ -15,6 +15,7 @@ import numpy as np
 from gymnasium import spaces
 
 from evo_rl.config import EvoConfig
+from evo_rl.errors import EvoError
 
 MAX_SPEED_KMH = 1000.0  # upper bound of the speed observation, km/h
 MAX_GEAR = 6.0  # upper bound of the gear observation
@@ -49,8 +50,11 @@ def tuple_observation_space(cfg: EvoConfig) -> spaces.Tuple:
 
 def flatten_box(space: spaces.Tuple) -> spaces.Box:
     """One float32 Box holding every part of ``space`` flattened, in tuple order."""
-    low = np.concatenate([np.asarray(s.low, np.float32).ravel() for s in space.spaces])
-    high = np.concatenate([np.asarray(s.high, np.float32).ravel() for s in space.spaces])
+    boxes = [s for s in space.spaces if isinstance(s, spaces.Box)]
+    if len(boxes) != len(space.spaces):
+        raise EvoError("flatten_box needs a Tuple of Box spaces")
+    low = np.concatenate([np.asarray(b.low, np.float32).ravel() for b in boxes])
+    high = np.concatenate([np.asarray(b.high, np.float32).ravel() for b in boxes])
     return spaces.Box(low, high, dtype=np.float32)
 
 

@@ -106,7 +106,7 @@ class ObsLayout:
                 f"{'flavour ' + repr(flavour) + ' with ' if names else ''}act_buf_len={act_buf_len}"
             )
         acts = parts[n_fields:]
-        act_dim = acts[0].shape[0] if acts else 3
+        act_dim = acts[0].shape[0] if acts and acts[0].shape else 3
         for i, a in enumerate(acts):
             if not isinstance(a, spaces.Box) or a.shape != (act_dim,):
                 raise EvoError(f"observation entry {n_fields + i} should be a previous action of shape ({act_dim},)")

@@ -27,6 +27,7 @@ import json
 import os
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,7 +41,9 @@ from evo_rl.memory.layout import ObsLayout
 from evo_rl.memory.sumtree import SumTree
 
 FORMAT = "evo-rl-replay"
-VERSION = 1
+VERSION = 1  # one .npz (save / load)
+CHUNKED_VERSION = 2  # an index folder and append-only chunks (write_chunk / write_index / load_chunks)
+INDEX_FILE = "memory.json"
 PRIORITY_EPS = 1e-6  # added to |TD error| so no stored transition gets priority zero
 
 
@@ -193,6 +196,8 @@ class ReplayMemory:
         self._written = 0  # rows written in the longest stream
         self._n_valid = 0
         self._resume_pending = False
+        self._flushed = np.zeros(self.n_envs, np.int64)  # [N] positions already in a committed chunk
+        self._closed: list[np.ndarray] = []  # [m, 2] (car, position) pairs end_episodes() marked last since
         if self.prioritized:
             self._prio = np.zeros(s, np.float64)  # [S] raw priorities |td| + eps
             self._tree = SumTree(s)
@@ -317,6 +322,8 @@ class ReplayMemory:
         slot = cars * self.rows + (self._pos[cars] - 1) % self.rows
         slot = slot[~self._last[slot]]
         self._last[slot] = True
+        if slot.size:  # an element already written changed: the next chunk records it
+            self._closed.append(np.stack([slot // self.rows, self._pos[slot // self.rows] - 1], axis=1))
         if self.nstep > 1 and slot.size:
             j = np.arange(1, self.nstep)[:, None]  # [nstep - 1, 1]; j = nstep was completed when written
             q = self._shift(slot[None, :], -j)
@@ -467,27 +474,31 @@ class ReplayMemory:
             arrays["prio"] = self._prio
         return {k: a.reshape(self.n_envs, self.rows, *a.shape[1:]) for k, a in arrays.items()}
 
-    def save(self, path: str | Path) -> None:
-        """Write the memory to ``path`` (.npz arrays + JSON metadata), atomically: a temporary
-        file in the same folder, flushed to disk, then renamed over ``path``."""
-        path = Path(path)
-        used = int(min(self._pos.max(), self.rows))  # rows written so far in the longest stream
-        arrays = {k: a[:, :used] for k, a in self._stored().items()}
-        arrays["pos"] = self._pos
-        meta = {
+    def _meta(self, version: int) -> dict[str, Any]:
+        """What a saved memory must match to be loaded, plus its counts and sampling RNG."""
+        return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": version,
             "layout": self.layout.to_dict(),
             "n_envs": self.n_envs,
             "capacity": self.capacity,
             "nstep": self.nstep,
             "gamma": self.gamma,
             "prioritized": self.prioritized,
-            "used_rows": used,
             "n_valid": self._n_valid,
             "max_priority": self._max_prio if self.prioritized else None,
             "rng": self._rng.bit_generator.state,
         }
+
+    def save(self, path: str | Path) -> None:
+        """Write the whole memory to one ``.npz`` (arrays + JSON metadata), atomically: a
+        temporary file in the same folder, flushed to disk, then renamed over ``path``.
+        (Checkpoints use the append-only :meth:`write_chunk` / :meth:`write_index` instead.)"""
+        path = Path(path)
+        used = int(min(self._pos.max(), self.rows))  # rows written so far in the longest stream
+        arrays = {k: a[:, :used] for k, a in self._stored().items()}
+        arrays["pos"] = self._pos
+        meta = {**self._meta(VERSION), "used_rows": used}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
@@ -500,11 +511,7 @@ class ReplayMemory:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(path.parent)
 
     def load(self, path: str | Path) -> None:
         """Restore a memory written by :meth:`save` with the same layout, cars, capacity,
@@ -530,7 +537,7 @@ class ReplayMemory:
         if "meta" not in z.files:
             raise CheckpointError(f"replay memory file {path} has no metadata; it is not an EVO RL replay memory")
         meta = json.loads(z["meta"].tobytes().decode())
-        self._check_meta(path, meta)
+        self._check_meta(path, meta, VERSION)
         self._allocate()
         used = int(meta["used_rows"])
         targets = {k: a[:, :used] for k, a in self._stored().items()}
@@ -552,14 +559,14 @@ class ReplayMemory:
         if self.prioritized:
             self._max_prio = float(meta["max_priority"])
             self._tree.rebuild(np.where(self._valid, self._prio**self.alpha, 0.0))
-        self._rng.bit_generator.state = meta["rng"]
+        self._rng.bit_generator.state = meta["rng"]  # no element is in a chunk yet: the next chunk holds them all
 
-    def _check_meta(self, path: Path, meta: Any) -> None:
+    def _check_meta(self, path: Path, meta: Any, version: int) -> None:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(f"replay memory file {path} is not an EVO RL replay memory")
-        if meta.get("version") != VERSION:
+        if meta.get("version") != version:
             raise CheckpointError(
-                f"replay memory file {path} has format version {meta.get('version')}, expected {VERSION}"
+                f"replay memory file {path} has format version {meta.get('version')}, expected {version}"
             )
         try:
             layout = ObsLayout.from_dict(meta["layout"])
@@ -575,10 +582,232 @@ class ReplayMemory:
         }
         for key, (saved, mine) in wanted.items():
             if saved != mine:
-                raise CheckpointError(
+                raise ReplayMismatchError(
                     f"replay memory file {path} was saved with {key}={saved}, but this memory has {key}={mine}; "
                     "use the settings of the saved run (env.n_envs, env.hist_len, env.act_buf_len, memory.*, gamma)"
                 )
+
+    # ------------------------------------------------------------------ append-only chunks
+    #
+    # A checkpoint does not rewrite the memory. write_chunk() writes the elements added
+    # since the last committed chunk (plain .npy files); write_index() writes the small
+    # per-checkpoint part (positions, priorities, counts, RNG) and the names of the chunks
+    # that still hold stored elements. load_chunks() rebuilds the memory from both: the
+    # elements as they were written, then every n-step window and validity flag recomputed
+    # from the streams, which gives exactly the state add() had built incrementally.
+
+    def _positions(self, start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Slots, absolute positions and cars of positions ``[start[c], start[c] + count[c])`` of every car c."""
+        car = np.repeat(self._all_cars, count)  # [M]
+        first = np.cumsum(count) - count  # [N] where each car's run begins
+        pos = start[car] + np.arange(car.size, dtype=np.int64) - first[car]
+        return car * self.rows + pos % self.rows, pos, car
+
+    def write_chunk(self, folder: str | Path) -> ChunkInfo | None:
+        """Write the elements added since the last committed chunk (or since :meth:`load_chunks`)
+        into the new folder ``folder``: ``start.npy`` / ``count.npy`` [N] (each car's first
+        position and element count), ``slots.npy`` (their records), ``frame<i>.npy`` (their
+        frames, car after car), ``closed.npy`` [m, 2] (car, position of elements that
+        :meth:`end_episodes` marked final after they were written). Every file is fsync'ed.
+        Returns what the chunk holds (None, writing nothing, when nothing changed); call
+        :meth:`commit_chunk` once the chunk is safely in place."""
+        folder = Path(folder)
+        start = np.maximum(self._flushed, self._pos - self.rows)  # [N] older new elements are overwritten already
+        count = self._pos - start  # [N]
+        closed = np.concatenate(self._closed) if self._closed else np.zeros((0, 2), np.int64)
+        if not count.any() and not closed.size:
+            return None
+        slot, _, _ = self._positions(start, count)
+        folder.mkdir(parents=True)
+        _write_npy(folder / "start.npy", start)
+        _write_npy(folder / "count.npy", count)
+        _write_npy(folder / "closed.npy", closed.astype(np.int64))
+        _write_npy(folder / "slots.npy", self._rec[slot])
+        for i, store in enumerate(self._frames):  # one field at a time: a copy of the new frames of one field
+            _write_npy(folder / f"frame{i}.npy", store[slot])
+        _fsync_dir(folder)
+        return ChunkInfo(start, self._pos.copy(), closed)
+
+    def commit_chunk(self, info: ChunkInfo) -> None:
+        """The chunk :meth:`write_chunk` returned is in place: the next one starts after it."""
+        self._flushed = info.end.copy()
+        self._closed = []
+
+    def chunk_needed(self, info: ChunkInfo) -> bool:
+        """Whether a chunk still holds an element (or a final-element mark) the memory stores."""
+        lo = self._pos - self.rows
+        if np.any((info.end > info.start) & (info.end > lo)):
+            return True
+        return bool(info.closed.size and np.any(info.closed[:, 1] >= lo[info.closed[:, 0]]))
+
+    def write_index(self, folder: str | Path, chunks: list[str]) -> None:
+        """Write the per-checkpoint part into ``folder``: ``memory.json`` (settings, counts,
+        sampling RNG, the chunk names in order), ``pos.npy`` [N] and, when prioritised,
+        ``prio.npy`` [capacity] float64."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_npy(folder / "pos.npy", self._pos)
+        if self.prioritized:
+            _write_npy(folder / "prio.npy", self._prio)
+        meta = {**self._meta(CHUNKED_VERSION), "chunks": list(chunks)}
+        with open(folder / INDEX_FILE, "w") as fh:
+            json.dump(meta, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(folder)
+
+    def load_chunks(self, folder: str | Path, chunk_dir: str | Path) -> list[tuple[str, ChunkInfo]]:
+        """Restore a memory from an index folder (:meth:`write_index`) and the chunks it names,
+        read from ``chunk_dir``; sampling then continues exactly as it would have. Returns
+        each chunk's name and content (for :meth:`chunk_needed`). A missing, corrupt or
+        mismatched file raises CheckpointError naming it (the memory is then left empty)."""
+        folder, chunk_dir = Path(folder), Path(chunk_dir)
+        index = folder / INDEX_FILE
+        try:
+            meta = json.loads(index.read_text())
+            self._check_meta(index, meta, CHUNKED_VERSION)
+            infos = self._load_chunked(folder, chunk_dir, meta)
+        except CheckpointError:
+            self._allocate()
+            raise
+        except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as e:
+            self._allocate()
+            raise CheckpointError(f"replay memory in {folder} is unreadable ({type(e).__name__}: {e})") from None
+        self._resume_pending = True
+        return infos
+
+    def _load_chunked(self, folder: Path, chunk_dir: Path, meta: dict[str, Any]) -> list[tuple[str, ChunkInfo]]:
+        self._allocate()
+        n, rows = self.n_envs, self.rows
+        pos = _read_npy(folder / "pos.npy", np.int64, (n,), small=True)
+        if (pos < 0).any():
+            raise CheckpointError(f"replay file {folder / 'pos.npy'} holds negative positions")
+        self._pos[:] = pos
+        lo = np.maximum(pos - rows, 0)  # [N] first stored position of each car
+        filled = np.zeros(self.capacity, bool)
+        closed_all = []
+        infos = []
+        for name in meta["chunks"]:
+            chunk = chunk_dir / str(name)
+            start = _read_npy(chunk / "start.npy", np.int64, (n,), small=True)
+            count = _read_npy(chunk / "count.npy", np.int64, (n,), small=True)
+            closed = _read_npy(chunk / "closed.npy", np.int64, (None, 2), small=True)
+            end = start + count
+            if (start < 0).any() or (count < 0).any() or (end > pos).any():
+                raise CheckpointError(f"replay chunk {chunk}: its positions do not fit the memory's streams")
+            if closed.size and ((closed[:, 0] < 0).any() or (closed[:, 0] >= n).any()):
+                raise CheckpointError(f"replay chunk {chunk}: closed.npy names cars that do not exist")
+            slot, p, car = self._positions(start, count)
+            keep = p >= lo[car]  # elements overwritten since are not restored
+            if filled[slot[keep]].any():
+                raise CheckpointError(f"replay chunk {chunk} overlaps an earlier chunk")
+            rec = _read_npy(chunk / "slots.npy", self._rec.dtype, (slot.size,))
+            self._rec[slot[keep]] = rec[keep]
+            for i, store in enumerate(self._frames):
+                frames = _read_npy(chunk / f"frame{i}.npy", store.dtype, (slot.size, *store.shape[1:]))
+                store[slot[keep]] = frames[keep]
+                del frames
+            del rec
+            filled[slot[keep]] = True
+            closed_all.append(closed)
+            infos.append((str(name), ChunkInfo(start, end, closed)))
+        stored, _, _ = self._positions(lo, pos - lo)
+        if stored.size != int(filled.sum()) or not filled[stored].all():
+            raise CheckpointError(
+                f"replay memory in {folder}: its chunks hold {int(filled.sum())} of the {stored.size} stored elements"
+            )
+        closed = np.concatenate(closed_all) if closed_all else np.zeros((0, 2), np.int64)
+        closed = closed[(closed[:, 1] >= lo[closed[:, 0]]) & (closed[:, 1] < pos[closed[:, 0]])]
+        self._last[closed[:, 0] * rows + closed[:, 1] % rows] = True
+        self._written = int(min(pos.max(), rows))
+        self._rebuild_transitions()
+        if self._n_valid != meta["n_valid"]:
+            raise CheckpointError(
+                f"replay memory in {folder} is inconsistent: {self._n_valid} transitions rebuilt, "
+                f"{meta['n_valid']} saved"
+            )
+        if self.prioritized:
+            self._prio[:] = _read_npy(folder / "prio.npy", np.float64, (self.capacity,))
+            self._max_prio = float(meta["max_priority"])
+            self._tree.rebuild(np.where(self._valid, self._prio**self.alpha, 0.0))
+        self._rng.bit_generator.state = meta["rng"]
+        self._flushed = pos.copy()
+        return infos
+
+    def _rebuild_transitions(self) -> None:
+        """Recompute every stored transition's n-step window and validity from the streams,
+        as the incremental updates of ``add`` / ``end_episodes`` made them: a transition
+        starting at position q closes when element q + nstep of its episode is written, or at
+        its episode's final element before that; it stays valid while the element
+        ``min(lookback, epi_t)`` steps before it is stored."""
+        n = self.nstep
+        lo = np.maximum(self._pos - self.rows, 0)
+        slot, p, car = self._positions(lo, self._pos - lo)  # every stored element
+        epi, last = self._epi_t[slot], self._last[slot]
+        sel = [(epi >= n, n)] + [(last & (epi >= j), j) for j in range(1, n)]
+        q = np.concatenate([self._shift(slot[m], -j) for m, j in sel])
+        qp = np.concatenate([p[m] - j for m, j in sel])
+        qc = np.concatenate([car[m] for m, _ in sel])
+        inside = qp >= lo[qc]
+        q, first = np.unique(q[inside], return_index=True)
+        qp, qc = qp[inside][first], qc[inside][first]
+        self._valid[:] = False
+        self._n_valid = 0
+        self._complete(q)
+        gone = qp - np.minimum(self.layout.lookback, self._epi_t[q]) < lo[qc]
+        self._invalidate(q[gone])
+
+
+class ReplayMismatchError(CheckpointError):
+    """A saved replay memory was written with other settings than this memory's."""
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """What one chunk holds: car c's positions ``[start[c], end[c])`` and the ``closed``
+    (car, position) pairs of older elements marked final."""
+
+    start: np.ndarray  # [N] int64
+    end: np.ndarray  # [N] int64
+    closed: np.ndarray  # [m, 2] int64
+
+
+def _write_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_npy(path: Path, dtype: Any, shape: tuple[int | None, ...], small: bool = False) -> np.ndarray:
+    """A .npy file of the given dtype and shape (None: any length), never unpickled; big
+    arrays are memory-mapped so that a chunk is not held twice in RAM."""
+    if not path.is_file():
+        raise CheckpointError(f"replay file {path} is missing")
+    try:
+        arr = np.load(path, mmap_mode=None if small else "r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"replay file {path} is unreadable ({type(e).__name__}: {e})") from None
+    dtype = np.dtype(dtype)
+    if (
+        arr.dtype != dtype
+        or len(arr.shape) != len(shape)
+        or any(w is not None and a != w for a, w in zip(arr.shape, shape, strict=False))
+    ):
+        want = [("any" if w is None else w) for w in shape]
+        raise CheckpointError(f"replay file {path} should hold {dtype}{want}, found {arr.dtype}{list(arr.shape)}")
+    return arr
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 _TORCH_DTYPES = {

@@ -69,7 +69,7 @@ class RewardTerm:
         self.n_envs = n_envs
         self.track = track
         self.reference = reference
-        self.params = self.Params(**params)
+        self.params: Any = self.Params(**params)  # the subclass's own Params
 
     def reset(self, mask: np.ndarray) -> None:
         """Clear the per-episode state of the masked cars (stateless terms: nothing)."""

@@ -170,10 +170,10 @@ class RewardManager:
             self._last_gain = np.where(gained, steps, self._last_gain)
             end((steps - self._last_gain) * ctx.dt >= ep.no_progress_seconds, "no_progress")
         if ep.stuck_seconds is not None:
-            end(self._stuck(ctx, steps), "stuck")
+            end(self._stuck(ctx, steps, ep.stuck_seconds), "stuck")
 
-    def _stuck(self, ctx: StepContext, steps: np.ndarray) -> np.ndarray:
-        window = max(1, int(round(self.episode.stuck_seconds / ctx.dt)))  # steps
+    def _stuck(self, ctx: StepContext, steps: np.ndarray, seconds: float) -> np.ndarray:
+        window = max(1, int(round(seconds / ctx.dt)))  # steps
         if self._ring is None or len(self._ring) != window + 1:
             self._ring = np.zeros((window + 1, self.n_envs, 3))  # [W+1, N, 3]
         ring, cars = self._ring, np.arange(self.n_envs)

@@ -50,6 +50,7 @@ class Speed(RewardTerm):
 
     def __init__(self, n_envs: int, track: Track | None, reference: ReferenceTrajectory, **params: Any) -> None:
         super().__init__(n_envs, track, reference, **params)
+        assert track is not None  # guaranteed by needs = {"track", ...}: the manager refuses sources without one
         d = np.diff(track.center, axis=0)  # [M, 2]
         self._tangent = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)  # [M, 2] unit
 

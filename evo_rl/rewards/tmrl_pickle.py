@@ -49,10 +49,11 @@ class _Global:
 
 class _DType:
     def __init__(self, code: str) -> None:
-        self.code, self.order = code, "<"
+        self.code = code
+        self.order: str = "<"
 
     def dtype(self) -> np.dtype:
-        return np.dtype(self.code).newbyteorder(self.order if self.order in ("<", ">") else "=")
+        return np.dtype(self.code).newbyteorder(">" if self.order == ">" else "<" if self.order == "<" else "=")
 
 
 class _ArrayStub:
@@ -100,12 +101,12 @@ class _PickleReader:
                 if not marks:
                     raise self.refuse("it has no mark")
                 start = marks.pop()
-                items = stack[start:]
+                items = tuple(stack[start:])
                 del stack[start:]
                 if name == "APPENDS":
                     self._list(stack).extend(items)
                 else:
-                    stack.append(tuple(items) if name == "TUPLE" else items)
+                    stack.append(items if name == "TUPLE" else list(items))
             elif name == "APPEND":
                 item = self._pop(stack)
                 self._list(stack).append(item)
@@ -119,7 +120,7 @@ class _PickleReader:
                 if name == "GLOBAL":
                     module, _, qual = str(arg).partition(" ")
                 else:
-                    qual, module = self._pop(stack), self._pop(stack)
+                    qual, module = str(self._pop(stack)), str(self._pop(stack))
                 stack.append(self._global(module, qual))
             elif name == "REDUCE":
                 args, func = self._pop(stack), self._pop(stack)

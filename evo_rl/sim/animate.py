@@ -50,7 +50,7 @@ def animate_lap(
     times = np.arange(n) * dt if times is None else np.asarray(times, np.float64)
     speeds = np.asarray(speeds, np.float64)
     vmax = max(float(speeds.max()), 1.0)
-    colors = [tuple(int(c) for c in rgb) for rgb in speed_colors(0.5 * (speeds[1:] + speeds[:-1]), vmax)]  # [T-1]
+    colors = [(int(r), int(g), int(b)) for r, g, b in speed_colors(0.5 * (speeds[1:] + speeds[:-1]), vmax)]  # [T-1]
 
     view = TopView(track, size=size)
     px = view.to_px(xy)  # [T, 2]
@@ -116,7 +116,7 @@ def _deltas(frames: list[Image.Image]) -> list[Image.Image]:
     Shown over the previous frame (GIF disposal 1), they give the same pictures in a
     fraction of the bytes: only the car, the new trace and the HUD change.
     """
-    palette = frames[0].getpalette()
+    palette = frames[0].getpalette() or []
     out = [frames[0]]
     prev = np.asarray(frames[0])  # [H, W] palette indices
     for frame in frames[1:]:

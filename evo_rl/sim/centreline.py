@@ -77,7 +77,7 @@ def track_from_centreline(
         )
 
     def where(s_at: float) -> str:
-        i = int(orig_index[min(np.searchsorted(orig_s, s_at), len(orig_s) - 1)])
+        i = int(orig_index[min(int(np.searchsorted(orig_s, s_at)), len(orig_s) - 1)])
         return f"input point {i}, s = {s_at:.0f} m"
 
     fine_step = min(0.5, spacing / 4)

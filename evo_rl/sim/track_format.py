@@ -104,5 +104,7 @@ def parse_track(text: str, source: str) -> tuple[Track, dict[str, int]]:
     if len(sections) < 3:
         raise TrackError(f"track file {source}: needs at least 3 cross-section lines, found {len(sections)}")
     lines = {key: n for key, (n, _) in header.items()} | {"sections": rows[body][0]}
-    track = Track(name, sections[:, :2], sections[:, 2:], width, start, finish, np.asarray(checkpoints), height)
+    track = Track(
+        name, sections[:, :2], sections[:, 2:], width, int(start), int(finish), np.asarray(checkpoints), height
+    )
     return track, lines

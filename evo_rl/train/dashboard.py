@@ -7,10 +7,19 @@ import sys
 import time
 from typing import Any, Literal
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 
 def _fmt(value: Any, spec: str = ".3g") -> str:
@@ -81,7 +90,7 @@ class Dashboard:
         self.snap: dict[str, Any] = {"run": run_name, "fraction": 0.0, "status": "starting"}
         self._live: Live | None = None
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -113,7 +122,7 @@ class Dashboard:
     def update(self, snap: dict[str, Any], log_line: bool = False) -> None:
         """Replace the shown state; in plain mode print a line when ``log_line``."""
         self.snap = {"run": self.run_name, **snap}
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             status = "[yellow]PAUSED[/]" if snap.get("paused") else snap.get("status", "")
             self._progress.update(self._task, completed=min(1.0, snap.get("fraction", 0.0)), description=status)
         elif self.mode == "plain" and log_line:
@@ -177,7 +186,7 @@ class Dashboard:
         else:  # narrow terminals: two rows of two tables
             grid.add_row(left, mid)
             grid.add_row(right, evt)
-        parts = [self._progress, grid] if self._progress is not None else [grid]
+        parts: list[RenderableType] = [self._progress, grid] if self._progress is not None else [grid]
         if s.get("paused"):
-            parts.append(f"[bold yellow]PAUSED[/]: `evo-rl resume {self.run_name}` continues")
+            parts.append(Text.from_markup(f"[bold yellow]PAUSED[/]: `evo-rl resume {self.run_name}` continues"))
         return Group(*parts)

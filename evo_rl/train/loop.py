@@ -14,10 +14,17 @@ Around both, on wall-clock schedules of active (not paused) time: metrics every
 at the end (budget reached, Ctrl-C or SIGTERM) a last evaluation (not on a signal)
 and a checkpoint. ``evo-rl pause RUN`` stops stepping and learning until
 ``evo-rl resume RUN``; the state stays in memory.
+
+Owed updates are paid in slices of at most ``UPDATE_SLICE_SECONDS``: between slices the
+loop looks at signals, the time budget, the pause file and its schedules, and no car
+steps until every owed update is paid (a stop keeps what is unpaid in
+``Counters.update_debt``). The trainer holds its run folder's lock (``RunDir.lock``)
+from its first line to the end of ``train()``.
 """
 
 from __future__ import annotations
 
+import errno
 import signal
 import threading
 import time
@@ -32,16 +39,17 @@ from evo_rl.algos import make_agent
 from evo_rl.algos.state import flatten_state, unflatten_state
 from evo_rl.config import EvoConfig
 from evo_rl.errors import CheckpointError
-from evo_rl.train.checkpoint import CheckpointManager, rng_state, set_rng_state
+from evo_rl.train.checkpoint import Checkpoint, CheckpointManager, rng_state, set_rng_state
 from evo_rl.train.dashboard import Dashboard
 from evo_rl.train.evaluate import EvalResult, Evaluator
-from evo_rl.train.logger import MetricsLogger
+from evo_rl.train.logger import MetricsLogger, truncate_metrics
 from evo_rl.train.policy import save_policy
 from evo_rl.train.run import RunDir
 
 CONTROL_POLL_SECONDS = 0.25  # how often the pause file is looked at
 DASHBOARD_SECONDS = 0.25  # how often the dashboard snapshot is refreshed
-REPLAY_FILE = "memory.npz"
+UPDATE_SLICE_SECONDS = 0.25  # longest run of gradient updates between two looks at signals, budget and schedules
+UPDATE_CHECK_EVERY = 4  # updates between two looks at the clock within a slice
 
 
 @dataclass
@@ -146,9 +154,14 @@ class Trainer:
     """One training session of a run folder (a new run, or a resumed one).
 
     ``Trainer(cfg, run, resume=True)`` restores the last good checkpoint:
-    counters, agent and optimiser state, replay memory and RNG states.
-    ``train()`` runs until the budget is spent or a signal arrives and returns
-    the final counters.
+    counters, agent and optimiser state, replay memory and RNG states (a run without a
+    checkpoint yet starts from scratch, with a note). ``train()`` runs until the budget
+    is spent or a signal arrives and returns the final counters.
+
+    The first thing the constructor does is take the run folder's lock; a second
+    trainer of the same run, in any process, is refused (:class:`RunLockedError` naming
+    the pid holding it). ``train()`` releases it when it returns (and takes it again
+    when called again); so does :meth:`close`.
     """
 
     def __init__(
@@ -159,11 +172,31 @@ class Trainer:
         minutes: float | None = None,
         dashboard: Dashboard | None = None,
     ) -> None:
+        self._lock = run.lock()  # before anything is built: a second trainer of this run stops here
+        try:
+            self._build(cfg, run, resume, minutes, dashboard)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _build(
+        self, cfg: EvoConfig, run: RunDir, resume: bool, minutes: float | None, dashboard: Dashboard | None
+    ) -> None:
         from evo_rl.envs.vector import VecTrackEnv
 
         self.cfg = cfg
         self.run = run
         self.minutes = minutes if minutes is not None else cfg.train.minutes
+        self.checkpoints = CheckpointManager(run.checkpoints_dir, cfg.train.keep_best)
+        self._notes: list[str] = []  # shown when the dashboard starts (resume, corrupt checkpoints)
+        removed = self.checkpoints.cleanup()  # what a killed trainer left: temporary folders, orphan chunks
+        for tmp in run.path.glob(".*.safetensors.*.tmp"):  # policy files being written (save_policy)
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp.name)
+        if removed:
+            self._notes.append(
+                f"removed {len(removed)} unfinished or unreferenced checkpoint files: {', '.join(removed)}"
+            )
         configure_torch(cfg)
         self.rng = np.random.default_rng(cfg.train.seed)
         self.env = VecTrackEnv(cfg)
@@ -185,12 +218,13 @@ class Trainer:
                 cfg.memory, layout, self.n_envs, gamma, str(self.agent.device), cfg.train.seed
             )
         self.evaluator = Evaluator(cfg, cfg.train.eval_episodes)
-        self.checkpoints = CheckpointManager(run.checkpoints_dir, cfg.train.keep_best)
         self.counters = Counters()
         self.last_eval: EvalResult | None = None
         self.dashboard = dashboard or Dashboard(run.name, self._budget(), cfg.train.dashboard)
         self._env_rng_state: dict[str, Any] | None = None
-        self._notes: list[str] = []  # shown when the dashboard starts (resume, corrupt checkpoints)
+        self._purge_step: int | None = None  # TensorBoard steps after the restored checkpoint are hidden
+        self._clock: ActiveClock | None = None  # the running session's clock (train())
+        self.save_failures = 0  # checkpoints that could not be written (e.g. a full disk)
         if resume:
             self._restore()
         self.counters.sessions += 1
@@ -232,30 +266,44 @@ class Trainer:
         }
         return tensors, state
 
-    def save_checkpoint(self) -> None:
-        """Write a checkpoint (agent, counters, RNG states, replay memory) and the latest policy."""
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint (agent, counters, RNG states, new replay chunk) and the latest policy.
+
+        A failed write (a full disk, any OSError) is reported on the dashboard and in
+        ``save_failures``; the previous checkpoints stay as they were and training goes
+        on. Returns the new checkpoint folder, or None when it could not be written.
+        """
         tensors, state = self._state()
         score = self.last_eval.score if self.last_eval else None
-        write = None
-        if self.memory is not None and self.cfg.train.save_replay:
-            memory = self.memory
-
-            def write(folder: Path) -> None:
-                folder.mkdir()
-                memory.save(folder / REPLAY_FILE)
-
-        path = self.checkpoints.save(tensors, state, score=score, write_replay=write)
+        replay = self.memory if self.memory is not None and self.cfg.train.save_replay else None
+        try:
+            path = self.checkpoints.save(tensors, state, score=score, replay=replay)
+        except OSError as e:
+            self.save_failures += 1
+            kept = self.checkpoints.list()
+            last = f"the last good checkpoint is still {kept[0].name}" if kept else "the run has no checkpoint yet"
+            why = "the disk is full" if e.errno == errno.ENOSPC else f"{type(e).__name__}: {e}"
+            self.dashboard.message(
+                f"warning: checkpoint not saved ({why}); {last}; training goes on and the next checkpoint "
+                f"is tried in {self.cfg.train.checkpoint_every_minutes:g} min"
+            )
+            return None
         self._save_policy()
+        if self.logger is not None:
+            self.logger.flush()
         self.dashboard.message(f"checkpoint saved: {path.name}")
+        return path
 
     def _restore(self) -> None:
-        ck = self.checkpoints.load_latest(report=self._warn)
+        ck = self.checkpoints.load_latest(report=self._warn, set_aside=True)
         if ck is None:
-            raise CheckpointError(
-                f"run {self.run.path} has no checkpoint to resume from; start it again without --resume"
+            self._notes.append(
+                f"run {self.run.path} has no checkpoint yet (its first trainer stopped before writing one): "
+                "starting it from scratch"
             )
-        agent_tensors = {k: v for k, v in ck.tensors.items() if k.startswith("agent/")}
-        self.agent.load_state_dict(unflatten_state(agent_tensors, ck.state["agent"]))
+            self._truncate_metrics(0)
+            return
+        self._load_agent(ck)
         set_rng_state(self.rng, ck.state["rng"], ck.tensors)
         for name in Counters.__dataclass_fields__:
             if name in ck.state:
@@ -263,24 +311,67 @@ class Trainer:
         if ck.state.get("last_eval"):
             self.last_eval = EvalResult(**ck.state["last_eval"])
         self._env_rng_state = ck.state.get("env_rng")
-        if self.memory is not None:
-            if ck.replay_path is not None:
-                self.memory.load(ck.replay_path / REPLAY_FILE)
-            else:
-                self._warn(f"checkpoint {ck.path.name} holds no replay memory; continuing with an empty one")
+        if self.memory is not None and not self.checkpoints.restore_replay(ck, self.memory):
+            self._warn(f"checkpoint {ck.path.name} holds no replay memory; continuing with an empty one")
+        self._truncate_metrics(self.counters.env_steps)
         self._notes.append(
             f"resumed from {ck.path.name}: {self.counters.env_steps:,} env steps, {self.counters.updates:,} updates"
             + (f", {len(self.memory):,} transitions in replay" if self.memory is not None else "")
         )
+
+    def _load_agent(self, ck: Checkpoint) -> None:
+        """Load the agent's state; a network that config.yaml now builds differently is a clear error."""
+        want, _ = flatten_state(self.agent.state_dict(), prefix="agent")
+        have = {k: v for k, v in ck.tensors.items() if k.startswith("agent/")}
+        items = {"/".join(k.split("/")[:2]) for k in want}
+        problems = []
+        for key in sorted(want.keys() | have.keys()):
+            if key not in have:
+                problems.append(f"{key}: config.yaml builds shape {list(want[key].shape)}, the checkpoint has none")
+            elif key not in want:
+                if "/".join(key.split("/")[:2]) in items and "/state/" not in key:  # optimiser moments are lazy
+                    problems.append(f"{key}: the checkpoint holds shape {list(have[key].shape)}, config.yaml has none")
+            elif want[key].shape != have[key].shape:
+                problems.append(
+                    f"tensor {key}: config.yaml builds shape {list(want[key].shape)}, "
+                    f"the checkpoint holds {list(have[key].shape)}"
+                )
+        hint = (
+            f"checkpoint {ck.path.name} does not match the networks {self.run.config_path} describes "
+            "(was config.yaml edited? a resumed run keeps its network sizes; start a new run to change them)"
+        )
+        if problems:
+            more = f"\n  ... and {len(problems) - 8} more" if len(problems) > 8 else ""
+            raise CheckpointError(hint + ":\n  " + "\n  ".join(problems[:8]) + more)
+        try:
+            self.agent.load_state_dict(unflatten_state(have, ck.state["agent"]))
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise CheckpointError(f"{hint}: {type(e).__name__}: {e}") from None
+
+    def _truncate_metrics(self, env_steps: int) -> None:
+        """Drop what a killed session logged after the restored checkpoint (metrics.jsonl, TensorBoard)."""
+        dropped = truncate_metrics(self.run.metrics_path, env_steps)
+        if dropped:
+            self._notes.append(
+                f"metrics.jsonl: dropped {dropped} records after {env_steps:,} env steps (work lost after the checkpoint)"
+            )
+        self._purge_step = env_steps + 1
 
     def _warn(self, text: str) -> None:
         self._notes.append(f"warning: {text}")
 
     def _save_policy(self, path: Path | None = None) -> None:
         ev = self.last_eval.to_dict() if self.last_eval else None
-        save_policy(
-            path or self.run.policy_path, self.agent.actor, self.cfg, env_steps=self.counters.env_steps, eval=ev
-        )
+        path = path or self.run.policy_path
+        try:
+            save_policy(path, self.agent.actor, self.cfg, env_steps=self.counters.env_steps, eval=ev)
+        except OSError as e:
+            why = "the disk is full" if e.errno == errno.ENOSPC else f"{type(e).__name__}: {e}"
+            self.dashboard.message(f"warning: {path.name} not saved ({why}); the previous one is kept")
+
+    def close(self) -> None:
+        """Release the run folder's lock (``train()`` does when it returns)."""
+        self._lock.release()
 
     # ------------------------------------------------------------------ evaluation
 
@@ -352,6 +443,9 @@ class Trainer:
 
     def _offpolicy_step(self) -> None:
         cfg, c = self.cfg, self.counters
+        if self._owes_updates():  # no car steps while updates are owed: the update-to-data ratio stays exact
+            self._pay_updates()
+            return
         obs = self.obs
         if self._random_phase():
             actions = self.rng.uniform(-1.0, 1.0, (self.n_envs, 3)).astype(np.float32)  # [N, 3]
@@ -367,8 +461,34 @@ class Trainer:
         if c.env_steps < cfg.train.start_steps or len(self.memory) < cfg.memory.batch_size:
             return
         c.update_debt += self.n_envs * cfg.train.updates_per_step
+        self._pay_updates()
+
+    def _owes_updates(self) -> bool:
+        """Whether owed updates wait to be paid before the next car step (off-policy)."""
+        return (
+            self.memory is not None
+            and self.counters.update_debt >= 1.0
+            and len(self.memory) >= self.cfg.memory.batch_size
+        )
+
+    def _must_yield(self) -> bool:
+        """A signal arrived or the session's time budget is spent: stop paying updates now."""
+        if self._stop is not None:
+            return True
+        clock = self._clock
+        return clock is not None and self.minutes is not None and clock() >= 60.0 * self.minutes
+
+    def _pay_updates(self) -> None:
+        """Pay owed updates (one per whole unit of ``update_debt``) for at most
+        ``UPDATE_SLICE_SECONDS``; what is left is paid by the next iterations, before any
+        car steps, unless the run stops first (then it stays in ``update_debt``)."""
+        cfg, c = self.cfg, self.counters
         prioritized = cfg.memory.prioritized
+        deadline = time.monotonic() + UPDATE_SLICE_SECONDS
+        done = 0
         while c.update_debt >= 1.0:
+            if done % UPDATE_CHECK_EVERY == 0 and (self._must_yield() or (done and time.monotonic() >= deadline)):
+                return
             batch = self.memory.sample(cfg.memory.batch_size)
             metrics = self.agent.update(batch)
             if prioritized and getattr(self.agent, "td_error", None) is not None:
@@ -377,6 +497,7 @@ class Trainer:
             c.update_debt -= 1.0
             c.updates += 1
             self.interval.updates += 1
+            done += 1
 
     def _onpolicy_step(self) -> None:
         c, rollout = self.counters, self.rollout
@@ -472,16 +593,22 @@ class Trainer:
     def train(self) -> Counters:
         """Run the session; returns the counters at its end."""
         cfg, c = self.cfg, self.counters
-        self.logger = MetricsLogger(self.run.path, cfg, self.run.name)
+        if not self._lock.held:  # a second train() of the same trainer
+            self._lock = self.run.lock()
+        try:
+            self.logger = MetricsLogger(self.run.path, cfg, self.run.name, purge_step=self._purge_step)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._purge_step = None
         self.interval = Interval()
         self._stop = None
-        self.run.mark_running()
         old_handlers = self._install_signals()
         self.obs, _ = self.env.reset(seed=cfg.env.seed + 7919 * (c.sessions - 1))
         if self._env_rng_state is not None:
             self.env.np_random.bit_generator.state = self._env_rng_state
         step = self._onpolicy_step if self.on_policy else self._offpolicy_step
-        clock = ActiveClock()
+        clock = self._clock = ActiveClock()
         elapsed_before = c.elapsed
         next_log = cfg.train.log_every_seconds
         next_eval = 60.0 * cfg.train.eval_every_minutes
@@ -504,7 +631,7 @@ class Trainer:
                     if self._stop is not None:
                         reason = self._stop
                         break
-                    if c.env_steps >= cfg.train.total_steps:
+                    if c.env_steps >= cfg.train.total_steps and not self._owes_updates():
                         reason = "total_steps reached"
                         break
                     if self.minutes is not None and now >= 60.0 * self.minutes:
@@ -550,8 +677,12 @@ class Trainer:
         finally:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
+            errors = self.logger.write_errors
             self.logger.close()
             self.logger = None
-            self.run.mark_stopped()
+            self._clock = None
+            self._lock.release()
+        if errors:
+            self.dashboard.message(f"warning: {errors} writes to metrics.jsonl failed (is the disk full?)")
         self.stop_reason = reason
         return c

@@ -3,8 +3,11 @@ file's metadata (no pickle).
 
 Metadata keys (strings, as safetensors requires): ``format`` (``evo-rl-policy``),
 ``version``, ``algo``, ``flavour``, ``track``, ``env_steps``, ``config`` (the
-resolved configuration as JSON: observation layout, sensors and network sizes)
-and ``eval`` (the evaluation result the policy was saved with, JSON, or ``null``).
+resolved configuration as JSON: observation layout, sensors and network sizes),
+``eval`` (the evaluation result the policy was saved with, JSON, or ``null``) and
+``tensors_sha256`` (the weights' checksum, :func:`evo_rl.algos.state.tensor_digest`).
+:func:`load_policy` checks it: a damaged file is refused with a message naming it; a
+file without one (older EVO RL) loads with a warning.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from evo_rl.algos.state import DIGEST_KEY, load_tensors, save_tensors
 from evo_rl.config import EvoConfig
 from evo_rl.errors import CheckpointError
 
@@ -40,7 +43,7 @@ class LoadedPolicy:
 def save_policy(path: str | Path, actor: torch.nn.Module, cfg: EvoConfig, **meta: Any) -> Path:
     """Write ``actor``'s weights and metadata to ``path`` atomically."""
     path = Path(path)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in actor.state_dict().items()}
+    tensors = dict(actor.state_dict())
     metadata = {
         "format": FORMAT,
         "version": VERSION,
@@ -51,10 +54,14 @@ def save_policy(path: str | Path, actor: torch.nn.Module, cfg: EvoConfig, **meta
         **{k: json.dumps(v) for k, v in meta.items()},
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        save_tensors(tmp, tensors, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -81,24 +88,23 @@ def read_policy_metadata(path: str | Path) -> dict[str, str]:
 
 
 def load_policy(path: str | Path) -> LoadedPolicy:
-    """Rebuild the actor stored in a policy file (CPU, evaluation mode)."""
-    from safetensors.torch import load_file
-
+    """Rebuild the actor stored in a policy file (CPU, evaluation mode), checking its checksum."""
     path = Path(path)
     meta = read_policy_metadata(path)
+    tensors, _ = load_tensors(path, what="policy file")
     try:
         cfg = EvoConfig.model_validate_json(meta["config"])
     except (KeyError, ValidationError) as e:
         raise CheckpointError(f"policy file {path}: its stored configuration is invalid ({e})") from None
     actor = build_actor(cfg)
     try:
-        actor.load_state_dict(load_file(str(path)))
+        actor.load_state_dict(tensors)
     except (RuntimeError, OSError) as e:
         raise CheckpointError(f"policy file {path} does not match the actor its config describes: {e}") from None
     actor.eval().requires_grad_(False)
     extra = {}
     for key, value in meta.items():
-        if key in ("format", "version", "algo", "flavour", "track", "config"):
+        if key in ("format", "version", "algo", "flavour", "track", "config", DIGEST_KEY):
             extra[key] = value
             continue
         try:
