@@ -629,7 +629,7 @@ def test_reference_uses_the_world_track_coordinates() -> None:
 
 
 def test_parallel_kernel_matches_serial() -> None:
-    from evo_rl.rewards.trajectory import trajectory_step, trajectory_step_parallel
+    from evo_rl.rewards.trajectory import trajectory_step
 
     rng = np.random.default_rng(5)
     data = resample(np.cumsum(rng.normal(0, 3, (100, 3)) * [1, 0.1, 1], axis=0))
@@ -639,7 +639,7 @@ def test_parallel_kernel_matches_serial() -> None:
     state = [rng.integers(0, len(data), n), rng.integers(0, 100, n), rng.integers(0, 12, n)]
     pos = data[rng.integers(0, len(data), n)] + rng.normal(0, 3, (n, 3))
     outs = []
-    for kernel in (trajectory_step, trajectory_step_parallel):
+    for kernel in (trajectory_step.serial, trajectory_step.parallel):
         cur, steps, fails = (a.astype(np.int64).copy() for a in state)
         reward, term = np.zeros(n), np.zeros(n, bool)
         kernel(data, run, step, pos, cur, steps, fails, 50, 10, 20.0, 70, 10, reward, term)

@@ -484,15 +484,16 @@ def test_sensors_for_some_rows_only(s_world: World) -> None:
 
 
 def test_serial_and_parallel_kernels_agree(monkeypatch: pytest.MonkeyPatch) -> None:
-    import evo_rl.sim.world as world_module
+    from evo_rl.sim.physics import step_cars
+    from evo_rl.sim.sensors import images_cars, lidar_cars
 
     track = s_track()
     rng = np.random.default_rng(7)
     actions = rng.uniform(-1.0, 1.0, (10, 64, 3)).astype(np.float32)
     results = []
     for threshold in (1, 10**9):  # every kernel parallel, then every kernel on the calling thread
-        monkeypatch.setattr(world_module, "PARALLEL_CARS", threshold)
-        monkeypatch.setattr(world_module, "PARALLEL_IMAGES", threshold)
+        for loop in (step_cars, lidar_cars, images_cars):
+            monkeypatch.setattr(loop, "min_parallel", threshold)
         world = World(track, 64)
         randomise(world, np.random.default_rng(8), max_speed=60.0)
         for a in actions:
@@ -515,3 +516,23 @@ def test_bench_sim_runs() -> None:
         assert out["car_steps_per_s"] > 0 and out["realtime_factor"] == pytest.approx(
             out["car_steps_per_s"] / 20, abs=0.1
         )
+
+
+def test_one_dispatch_rule_for_every_car_loop() -> None:
+    """Each per-car loop is compiled both ways from one source, and picks by the thresholds in sim/kernels.py."""
+    from evo_rl.rewards.trajectory import trajectory_step
+    from evo_rl.sim import kernels
+    from evo_rl.sim.physics import step_cars
+    from evo_rl.sim.sensors import images_cars, lidar_cars
+
+    for loop, threshold in (
+        (step_cars, kernels.PARALLEL_CARS),
+        (lidar_cars, kernels.PARALLEL_CARS),
+        (trajectory_step, kernels.PARALLEL_CARS),
+        (images_cars, kernels.PARALLEL_IMAGES),
+    ):
+        assert isinstance(loop, kernels.CarLoop)
+        assert loop.serial.py_func.__code__ is loop.parallel.py_func.__code__  # one source
+        assert loop.serial.targetoptions.get("parallel", False) is False
+        assert loop.parallel.targetoptions["parallel"] is True
+        assert not loop.threaded(threshold - 1) and loop.threaded(threshold)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from evo_rl.cli.common import add_config_args, config_from_args
+from evo_rl.config import EvoConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--obs", choices=["lidar", "full"], default="lidar", help="LIDAR or 64x64 camera observations")
     parser.add_argument("--track", default="evo-test", help="built-in track name or .track path (default evo-test)")
     parser.add_argument("--threads", type=int, default=0, help="numba threads; 0 = all cores")
-    add_config_args(parser)  # e.g. a reward to compare: `reward=[{term: progress_trajectory}]`
 
 
 def _driver(world: Any, beams: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -43,8 +42,8 @@ def _driver(world: Any, beams: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the benchmark; returns the JSON-ready result."""
+def run(args: argparse.Namespace, cfg: EvoConfig | None = None) -> dict[str, Any]:
+    """Run the benchmark on ``cfg`` (default: the default config); returns the JSON-ready result."""
     import numba
 
     from evo_rl.envs.vector import VecTrackEnv
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.cars < 1 or args.seconds <= 0:
         raise EvoError(f"--cars must be >= 1 and --seconds > 0, got {args.cars} and {args.seconds}")
-    cfg = config_from_args(args)
+    cfg = cfg.model_copy(deep=True) if cfg is not None else EvoConfig()
     cfg.env.flavour = args.obs
     cfg.env.n_envs = args.cars
     cfg.env.track = args.track

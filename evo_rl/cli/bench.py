@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from evo_rl.cli.common import print_json
+from evo_rl.cli.common import add_config_args, config_from_args, print_json
 
 BENCHES = {
     "sim": "simulator: full environment steps per second over many cars",
     "replay": "replay memory: microseconds per sampled batch, inserts per second",
     "learner": "learning algorithms: gradient updates per second",
 }
+
+
+CONFIGURED = {"sim"}  # benches that run on a config (--config and section.key=value overrides)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         bp.add_argument("--json", action="store_true", help="print only the JSON object (the default output)")
         bp.set_defaults(func=_run, bench_name=name)
         _module(name).add_arguments(bp)
+        if name in CONFIGURED:
+            add_config_args(bp)  # e.g. a reward to compare: `reward=[{term: progress_trajectory}]`
 
 
 def _module(name: str):
@@ -29,5 +34,7 @@ def _module(name: str):
 
 
 def _run(args: argparse.Namespace) -> int:
-    print_json(_module(args.bench_name).run(args))
+    module = _module(args.bench_name)
+    result = module.run(args, config_from_args(args)) if args.bench_name in CONFIGURED else module.run(args)
+    print_json(result)
     return 0

@@ -14,9 +14,9 @@ import numpy as np
 
 from evo_rl.config import EvoConfig
 from evo_rl.envs.observation import Observation, ObservationBuilder
-from evo_rl.errors import EvoError
 from evo_rl.rewards import RewardManager, StepContext
 from evo_rl.sim.track import Track
+from evo_rl.sim.world import check_actions
 
 END_FINISH = "finish"  # end_reason of a car that crossed the finish line
 END_TIME_LIMIT = "time_limit"  # end_reason of an episode truncated at env.max_steps
@@ -59,7 +59,13 @@ class TrackCore:
             from evo_rl.sim.world import World
 
             world = World(
-                self.track, n_envs, car=cfg.car, lidar=cfg.lidar, camera=cfg.camera, sim=cfg.sim, controls=cfg.env.controls
+                self.track,
+                n_envs,
+                car=cfg.car,
+                lidar=cfg.lidar,
+                camera=cfg.camera,
+                sim=cfg.sim,
+                controls=cfg.env.controls,
             )
         self.world = world
         self.rewards = rewards if rewards is not None else RewardManager(cfg.reward, cfg.episode, self.track, n_envs)
@@ -90,20 +96,9 @@ class TrackCore:
 
     # ------------------------------------------------------------------ stepping
 
-    def check_actions(self, actions: Any) -> np.ndarray:
-        """``actions`` as a fresh [N, 3] float32 array clipped to [-1, 1]; NaN or inf raise EvoError."""
-        a = np.asarray(actions)
-        if a.shape != (self.n_envs, 3):
-            raise EvoError(f"actions must have shape ({self.n_envs}, 3) as [gas, brake, steer] per car, got {a.shape}")
-        bad = ~np.isfinite(a).all(axis=1)
-        if bad.any():
-            rows = np.flatnonzero(bad)[:8].tolist()
-            raise EvoError(f"actions hold NaN or infinite values (cars {rows}); every action must be finite")
-        return np.clip(a, -1.0, 1.0).astype(np.float32)  # [N, 3]
-
     def step(self, actions: Any) -> StepResult:
         """Advance every car one control step and score it; nothing changes if the actions are invalid."""
-        a = self.check_actions(actions)
+        a = check_actions(actions, self.n_envs)  # [N, 3] float32, clipped
         world = self.world
         prev_s = world.progress_s.copy()  # [N]
         prev_pos3 = world.position3()  # [N, 3]

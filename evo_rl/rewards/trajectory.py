@@ -29,6 +29,7 @@ from pydantic import Field
 
 from evo_rl.config import Section
 from evo_rl.rewards.base import RewardTerm, StepContext, register
+from evo_rl.sim.kernels import PARALLEL_CARS, car_loop
 
 if TYPE_CHECKING:
     from evo_rl.rewards.reference_trajectory import ReferenceTrajectory
@@ -186,7 +187,7 @@ def _car_step(
     cur[i] = best
 
 
-@nb.njit(cache=True)
+@car_loop(PARALLEL_CARS)
 def trajectory_step(
     data: np.ndarray,
     run: np.ndarray,
@@ -204,44 +205,6 @@ def trajectory_step(
     terminate: np.ndarray,
 ) -> None:
     """One step of N cars: updates ``cur``, the counters, ``reward`` [N] and ``terminate`` [N] in place."""
-    for i in range(pos.shape[0]):
-        _car_step(
-            i,
-            data,
-            run,
-            step,
-            pos,
-            cur,
-            step_counter,
-            failure_counter,
-            check_forward,
-            check_backward,
-            max_stray,
-            min_steps,
-            failure_countdown,
-            reward,
-            terminate,
-        )
-
-
-@nb.njit(cache=True, parallel=True)
-def trajectory_step_parallel(
-    data: np.ndarray,
-    run: np.ndarray,
-    step: float,
-    pos: np.ndarray,
-    cur: np.ndarray,
-    step_counter: np.ndarray,
-    failure_counter: np.ndarray,
-    check_forward: int,
-    check_backward: int,
-    max_stray: float,
-    min_steps: int,
-    failure_countdown: int,
-    reward: np.ndarray,
-    terminate: np.ndarray,
-) -> None:
-    """:func:`trajectory_step` with the cars spread over numba's threads."""
     for i in nb.prange(pos.shape[0]):
         _car_step(
             i,
@@ -260,10 +223,6 @@ def trajectory_step_parallel(
             reward,
             terminate,
         )
-
-
-# One car costs a fraction of a microsecond: threads only pay off for many cars.
-PARALLEL_MIN_CARS = 256
 
 
 @register
@@ -311,8 +270,8 @@ class ProgressTrajectory(RewardTerm):
     def __call__(self, ctx: StepContext) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         pos = np.ascontiguousarray(ctx.world.position3(), dtype=np.float64)  # [N, 3]
-        kernel = trajectory_step_parallel if self.n_envs >= PARALLEL_MIN_CARS else trajectory_step
-        kernel(
+        trajectory_step(
+            self.n_envs,
             self.data,
             self.run,
             self.step,

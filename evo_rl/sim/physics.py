@@ -34,6 +34,7 @@ import numpy as np
 
 from evo_rl.config import CarConfig
 from evo_rl.sim.geometry import HIT_NONE, quad_lateral, quad_progress, trace
+from evo_rl.sim.kernels import PARALLEL_CARS, car_loop
 
 GRAVITY = 9.81  # m/s²
 SLIP_TIME = 0.05  # s over which gripping tyres remove sideways slip
@@ -354,19 +355,10 @@ def step_car(
     lateral[i] = quad_lateral(center, q, x, y)
 
 
-@numba.njit(cache=True, parallel=True)
+@car_loop(PARALLEL_CARS)
 def step_cars(
     tables: tuple, state: tuple, actions: np.ndarray, finish: int, analog: bool, dt: float, substeps: int
 ) -> None:
-    """One control step of every car (threads over cars). ``actions [N, 3]`` float64, finite and clipped."""
+    """One control step of every car. ``actions [N, 3]`` float64, finite and clipped."""
     for i in numba.prange(actions.shape[0]):
-        step_car(i, tables, state, actions, finish, analog, dt / substeps, substeps)
-
-
-@numba.njit(cache=True)
-def step_cars_serial(
-    tables: tuple, state: tuple, actions: np.ndarray, finish: int, analog: bool, dt: float, substeps: int
-) -> None:
-    """:func:`step_cars` on the calling thread, for a few cars."""
-    for i in range(actions.shape[0]):
         step_car(i, tables, state, actions, finish, analog, dt / substeps, substeps)

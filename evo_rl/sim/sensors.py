@@ -31,6 +31,7 @@ import numpy as np
 
 from evo_rl.config import CameraConfig, CarConfig, LidarConfig
 from evo_rl.sim.geometry import BACK, FRONT, HIT_LEFT, HIT_NONE, HIT_RIGHT, cross, quad_exit, trace
+from evo_rl.sim.kernels import PARALLEL_CARS, PARALLEL_IMAGES, car_loop
 
 GATE_NONE, GATE_START, GATE_CHECKPOINT, GATE_FINISH = 0, 1, 2, 3  # marking on a cross-section
 BAND = 5.0  # m, length of the road's alternating bands
@@ -100,7 +101,7 @@ def lidar_car(
         out[i, b] = t
 
 
-@numba.njit(cache=True, parallel=True)
+@car_loop(PARALLEL_CARS)
 def lidar_cars(
     edges: np.ndarray,
     pos: np.ndarray,
@@ -111,28 +112,10 @@ def lidar_cars(
     max_range: float,
     out: np.ndarray,
 ) -> None:
-    """LIDAR of every car into ``out [N, B]`` (threads over cars)."""
+    """LIDAR of every car into ``out [N, B]``."""
     beam_cos = np.cos(angles)  # [B]
     beam_sin = np.sin(angles)  # [B]
     for i in numba.prange(pos.shape[0]):
-        lidar_car(i, edges, pos, yaw, quad, beam_cos, beam_sin, origins, max_range, out)
-
-
-@numba.njit(cache=True)
-def lidar_cars_serial(
-    edges: np.ndarray,
-    pos: np.ndarray,
-    yaw: np.ndarray,
-    quad: np.ndarray,
-    angles: np.ndarray,
-    origins: np.ndarray,
-    max_range: float,
-    out: np.ndarray,
-) -> None:
-    """:func:`lidar_cars` on the calling thread, for a few cars."""
-    beam_cos = np.cos(angles)  # [B]
-    beam_sin = np.sin(angles)  # [B]
-    for i in range(pos.shape[0]):
         lidar_car(i, edges, pos, yaw, quad, beam_cos, beam_sin, origins, max_range, out)
 
 
@@ -297,23 +280,13 @@ def image_car(i: int, edges: np.ndarray, s: np.ndarray, gate: np.ndarray, pos: n
                 out[i, r, c] = fog_px
 
 
-@numba.njit(cache=True, parallel=True)
+@car_loop(PARALLEL_IMAGES)
 def images_cars(
     edges: np.ndarray, s: np.ndarray, gate: np.ndarray, pos: np.ndarray, yaw: np.ndarray, quad: np.ndarray,
     cam: tuple, out: np.ndarray,
 ) -> None:  # fmt: skip
-    """First-person frames of every car into ``out [N, H, W]`` uint8 (threads over cars)."""
+    """First-person frames of every car into ``out [N, H, W]`` uint8."""
     for i in numba.prange(pos.shape[0]):
-        image_car(i, edges, s, gate, pos, yaw, quad, cam, out)
-
-
-@numba.njit(cache=True)
-def images_cars_serial(
-    edges: np.ndarray, s: np.ndarray, gate: np.ndarray, pos: np.ndarray, yaw: np.ndarray, quad: np.ndarray,
-    cam: tuple, out: np.ndarray,
-) -> None:  # fmt: skip
-    """:func:`images_cars` on the calling thread."""
-    for i in range(pos.shape[0]):
         image_car(i, edges, s, gate, pos, yaw, quad, cam, out)
 
 

@@ -8,37 +8,40 @@ simulator"); :meth:`World.step` advances every car by one control step of
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager
-from typing import Literal
+from typing import Any, Literal
 
-import numba
 import numpy as np
 
 from evo_rl.config import CameraConfig, CarConfig, LidarConfig, SimConfig
 from evo_rl.errors import ConfigError, EvoError, TrackError
 from evo_rl.sim.geometry import inset_walls, locate, strip_edges, track_coords
-from evo_rl.sim.physics import STATE, car_params, step_cars, step_cars_serial
+from evo_rl.sim.physics import STATE, car_params, step_cars
 from evo_rl.sim.sensors import (
     beam_layout,
     camera_tables,
     gate_marks,
     images_cars,
-    images_cars_serial,
     lidar_cars,
-    lidar_cars_serial,
 )
 from evo_rl.sim.track import Track
 
 START_AHEAD = 2.0  # m between the start line and a car's centre at a reset (at most half the start quad)
-CHUNK = 32  # cars per work item of the parallel kernels: a busy core delays a step by one chunk, not half the cars
-PARALLEL_CARS = 256  # fewer cars than this are stepped and sensed on the calling thread (thread start-up costs more)
-PARALLEL_IMAGES = 8  # fewer cars than this are drawn on the calling thread
 
-# numba's OpenMP layer keeps its threads spinning between kernels, which on a busy machine (or beside torch's own
-# OpenMP threads in a training process) slows both by several times; the workqueue layer sleeps instead. It must be
-# chosen before the first parallel kernel runs; NUMBA_THREADING_LAYER set by the user wins.
-if numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
+
+def check_actions(actions: Any, n_envs: int, dtype: type = np.float32) -> np.ndarray:
+    """The one rule for actions, used by :meth:`World.step` and the environments.
+
+    ``actions`` must be ``[n_envs, 3]`` = [gas, brake, steer] and finite (NaN or inf raise
+    :class:`EvoError` naming the cars); values outside [-1, 1] are clipped. Returns a fresh ``dtype`` array.
+    """
+    a = np.asarray(actions)
+    if a.shape != (n_envs, 3):
+        raise EvoError(f"actions must have shape ({n_envs}, 3) as [gas, brake, steer] per car, got {a.shape}")
+    bad = ~np.isfinite(a).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:8].tolist()
+        raise EvoError(f"actions hold NaN or infinite values (cars {rows}); every action must be finite")
+    return np.clip(a.astype(dtype, copy=False), -1.0, 1.0)  # [N, 3]
 
 
 class World:
@@ -159,31 +162,19 @@ class World:
 
     # ------------------------------------------------------------------ stepping
 
-    def _parallel(self) -> AbstractContextManager:
-        """Context of a kernel call: ``sim.threads`` threads, work handed out in chunks of :data:`CHUNK` cars."""
-        if self.sim.threads > 0:
-            numba.set_num_threads(min(self.sim.threads, numba.config.NUMBA_NUM_THREADS))
-        return numba.parallel_chunksize(CHUNK)
-
     def step(self, actions: np.ndarray) -> None:
         """Advance every car one control step; ``actions [N, 3]`` = [gas, brake, steer] in [-1, 1].
 
         Out-of-range values are clipped; NaN or infinite values raise EvoError before any state changes.
         """
-        a = np.asarray(actions)
-        if a.shape != (self.n_envs, 3):
-            raise EvoError(f"actions must have shape ({self.n_envs}, 3) as [gas, brake, steer] per car, got {a.shape}")
-        finite = np.isfinite(a)
-        if not finite.all():
-            rows = np.flatnonzero(~finite.all(axis=1))[:8].tolist()
-            raise EvoError(f"actions hold NaN or infinite values (cars {rows}); every action must be finite")
-        np.clip(a, -1.0, 1.0, out=self._actions)
+        self._actions[:] = check_actions(actions, self.n_envs, np.float64)
         t = self.track
         tables = (self._params, self._ratios, self._top, self.inset, self.edges, t.s, t.center, self._cp_count)
         state = tuple(getattr(self, k) for k in STATE)
-        kernel = step_cars if self.n_envs >= PARALLEL_CARS else step_cars_serial
-        with self._parallel():
-            kernel(tables, state, self._actions, t.finish, self.analog, self.dt, self.sim.substeps)
+        step_cars(
+            self.n_envs, tables, state, self._actions, t.finish, self.analog, self.dt, self.sim.substeps,
+            threads=self.sim.threads,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ readings
 
@@ -209,9 +200,10 @@ class World:
         pos, yaw, quad = (
             (self.pos, self.yaw, self.quad) if idx is None else (self.pos[idx], self.yaw[idx], self.quad[idx])
         )
-        kernel = lidar_cars if len(sub) >= PARALLEL_CARS else lidar_cars_serial
-        with self._parallel():
-            kernel(self.edges, pos, yaw, quad, self.beam_angles, self.beam_origins, self.lidar_cfg.range, sub)
+        lidar_cars(
+            len(sub), self.edges, pos, yaw, quad, self.beam_angles, self.beam_origins, self.lidar_cfg.range, sub,
+            threads=self.sim.threads,
+        )  # fmt: skip
         if idx is not None:
             out[idx] = sub
         return out
@@ -224,9 +216,9 @@ class World:
         pos, yaw, quad = (
             (self.pos, self.yaw, self.quad) if idx is None else (self.pos[idx], self.yaw[idx], self.quad[idx])
         )
-        kernel = images_cars if len(sub) >= PARALLEL_IMAGES else images_cars_serial
-        with self._parallel():
-            kernel(self.edges, self.track.s, self._gate, pos, yaw, quad, self._camera, sub)
+        images_cars(
+            len(sub), self.edges, self.track.s, self._gate, pos, yaw, quad, self._camera, sub, threads=self.sim.threads
+        )
         if idx is not None:
             out[idx] = sub
         return out

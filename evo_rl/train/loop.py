@@ -453,7 +453,9 @@ class Trainer:
             actions = self.agent.actor.act(obs, test=False)  # [N, 3]
         next_obs, reward, terminated, truncated, infos = self.env.step(actions)
         final_obs, final_mask = infos.get("final_obs"), infos.get("_final_obs")
-        self.memory.add(obs, np.clip(actions, -1.0, 1.0), reward, terminated, truncated, final_obs, final_mask)
+        # both sources lie in [-1, 1] (uniform, tanh-squashed actor), so the env applies them unclipped and the
+        # replay stores exactly what was applied; actions are checked and clipped in one place, sim.world.check_actions
+        self.memory.add(obs, actions, reward, terminated, truncated, final_obs, final_mask)
         self._record_step(infos, terminated, truncated)
         self.obs = next_obs
         c.env_steps += self.n_envs
