@@ -10,6 +10,8 @@ from gymnasium import spaces
 
 from evo_rl.algos import (
     Batch,
+    OffPolicyAgent,
+    OnPolicyAgent,
     PPOAgent,
     REDQAgent,
     SACAgent,
@@ -67,7 +69,7 @@ def random_batch(space: spaces.Space, n: int = 16, seed: int = 0, **extra) -> Ba
         act=torch.as_tensor(gen.uniform(-1, 1, (n, 3)), dtype=torch.float32),
         rew=torch.as_tensor(gen.normal(size=n), dtype=torch.float32),
         next_obs=random_obs(space, n, gen),
-        done=torch.as_tensor(gen.random(n) < 0.3, dtype=torch.float32),
+        terminated=torch.as_tensor(gen.random(n) < 0.3, dtype=torch.float32),
         **extra,
     )
 
@@ -94,13 +96,13 @@ def test_sac_next_q_value_matches_direct_computation():
     agent = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN, alpha=0.3))
     batch = random_batch(LIDAR, discount=torch.full((16,), 0.9**3))
     torch.manual_seed(5)
-    got = agent.next_q_value(batch.next_obs, batch.rew, batch.done, batch.discount)
+    got = agent.next_q_value(batch.next_obs, batch.rew, batch.terminated, batch.discount)
     with torch.no_grad():
         torch.manual_seed(5)  # the same sampled next actions
         next_action, next_log_pi = agent.actor(batch.next_obs)
         q1 = member_q(agent.critic_target, batch.next_obs, next_action, 0)
         q2 = member_q(agent.critic_target, batch.next_obs, next_action, 1)
-        expected = batch.rew + 0.9**3 * (1 - batch.done) * (torch.minimum(q1, q2) - 0.3 * next_log_pi)
+        expected = batch.rew + 0.9**3 * (1 - batch.terminated) * (torch.minimum(q1, q2) - 0.3 * next_log_pi)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -114,13 +116,13 @@ def test_redq_next_q_value_with_a_fixed_subset_matches_direct_computation():
     members = torch.tensor([4, 0, 2])
     discount = torch.full((16,), 0.99)
     torch.manual_seed(7)
-    got = agent.next_q_value(batch.next_obs, batch.rew, batch.done, discount, members)
+    got = agent.next_q_value(batch.next_obs, batch.rew, batch.terminated, discount, members)
     with torch.no_grad():
         torch.manual_seed(7)
         next_action, next_log_pi = agent.actor(batch.next_obs)
         qs = [member_q(agent.critic_target, batch.next_obs, next_action, i) for i in (4, 0, 2)]
         min_q = torch.minimum(torch.minimum(qs[0], qs[1]), qs[2])
-        expected = batch.rew + 0.99 * (1 - batch.done) * (min_q - 0.1 * next_log_pi)
+        expected = batch.rew + 0.99 * (1 - batch.terminated) * (min_q - 0.1 * next_log_pi)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     subset = agent.sample_members()
     assert subset.shape == (3,) and len(set(subset.tolist())) == 3 and int(subset.max()) < 5
@@ -130,12 +132,14 @@ def test_batch_discount_and_importance_weights_are_used():
     torch.manual_seed(0)
     agent = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN))
     batch = random_batch(LIDAR, discount=torch.zeros(16), weights=torch.zeros(16))
-    torch.testing.assert_close(agent.next_q_value(batch.next_obs, batch.rew, batch.done, batch.discount), batch.rew)
+    torch.testing.assert_close(
+        agent.next_q_value(batch.next_obs, batch.rew, batch.terminated, batch.discount), batch.rew
+    )
     critic_before = [p.clone() for p in agent.critic.parameters()]
-    agent.update(batch)  # zero importance weights: the critics do not move
+    result = agent.update(batch)  # zero importance weights: the critics do not move
     for before, after in zip(critic_before, agent.critic.parameters(), strict=True):
         torch.testing.assert_close(before, after)
-    assert agent.td_error is not None and agent.td_error.shape == (16,)
+    assert result.td_error is not None and result.td_error.shape == (16,)
 
 
 # --------------------------------------------------------------------------- updates on every flavour
@@ -151,7 +155,7 @@ def make_test_agent(algo: str, space: spaces.Space):
 
 def run_updates(agent, space: spaces.Space, n: int = 2) -> list[dict[str, float]]:
     if not isinstance(agent, PPOAgent):
-        return [agent.update(random_batch(space, n=8, seed=i)) for i in range(n)]
+        return [agent.update(random_batch(space, n=8, seed=i)).metrics for i in range(n)]
     gen = np.random.default_rng(0)
     rollout = agent.make_rollout(n_envs=4)
     for _ in range(rollout.n_steps):
@@ -161,7 +165,7 @@ def run_updates(agent, space: spaces.Space, n: int = 2) -> list[dict[str, float]
         done = gen.random(4) < 0.2
         rollout.add(obs, step.raw_action, step.log_prob, step.value, gen.normal(size=4), done, ~done)
     rollout.compute_returns_and_advantages(agent.value(obs))
-    return [agent.update(rollout)]
+    return [agent.update(rollout).metrics]
 
 
 @pytest.mark.parametrize("flavour", list(FLAVOURS))
@@ -191,7 +195,7 @@ def test_redq_learned_entropy_moves_alpha():
     torch.manual_seed(0)
     cfg = REDQConfig(hidden=HIDDEN, n_critics=6, q_updates_per_policy_update=1, learn_entropy=True, lr_entropy=1e-2)
     agent = REDQAgent(LIDAR, ACT, cfg)
-    alphas = [agent.update(random_batch(LIDAR, n=8, seed=i))["alpha"] for i in range(20)]
+    alphas = [agent.update(random_batch(LIDAR, n=8, seed=i)).metrics["alpha"] for i in range(20)]
     assert np.all(np.isfinite(alphas))
     assert abs(agent.log_alpha.exp().item() - 0.2) > 1e-3 and alphas[-1] != alphas[0]
 
@@ -199,7 +203,7 @@ def test_redq_learned_entropy_moves_alpha():
 def test_fixed_entropy_keeps_alpha():
     agent = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN, learn_entropy=False, alpha=0.05))
     for i in range(3):
-        metrics = agent.update(random_batch(LIDAR, n=8, seed=i))
+        metrics = agent.update(random_batch(LIDAR, n=8, seed=i)).metrics
     assert "alpha_loss" not in metrics and metrics["alpha"] == pytest.approx(0.05)
 
 
@@ -268,19 +272,57 @@ def test_make_agent_builds_the_named_algorithm(name, cls):
     assert type(agent) is cls and agent.device == torch.device("cpu") and not agent.amp
 
 
-class CustomAgent:
+class CustomAgent(SACAgent):
+    """A custom off-policy agent, constructed exactly as the built-in ones are."""
+
     def __init__(self, obs_space, act_space, cfg, device):
-        self.cfg, self.device = cfg, device
+        super().__init__(obs_space, act_space, device=device, cfg=cfg)
+        self.cfg = cfg
+
+
+class NoFlagAgent:
+    def __init__(self, obs_space, act_space, cfg, device):
+        self.device = device
+
+
+class HalfAgent:
+    """Says it is off-policy but lacks what the trainer calls."""
+
+    on_policy = False
+
+    def __init__(self, obs_space, act_space, cfg, device):
+        self.device = device
 
 
 def test_make_agent_imports_a_custom_class_and_reports_bad_names():
-    cfg = load_config(None, [f"algo.name={__name__}:CustomAgent"])
+    cfg = load_config(None, [f"algo.name={__name__}:CustomAgent", "algo.sac.hidden=[16]"])
     agent = make_agent(cfg, LIDAR, ACT, device="cpu")
     assert isinstance(agent, CustomAgent) and agent.cfg is cfg
-    with pytest.raises(ConfigError, match="algo.name"):
-        make_agent(load_config(None, ["algo.name=dqn"]), LIDAR, ACT)
+    assert isinstance(agent, OffPolicyAgent) and not isinstance(agent, OnPolicyAgent)
+    assert agent.config.hidden == [16]  # built from its section of the whole config, as SACAgent is
+    with pytest.raises(ConfigError, match=r"HalfAgent is an off-policy agent but lacks .*load_state_dict.*update"):
+        make_agent(load_config(None, [f"algo.name={__name__}:HalfAgent"]), LIDAR, ACT)
+    with pytest.raises(ConfigError, match="on_policy = True or False"):
+        make_agent(load_config(None, [f"algo.name={__name__}:NoFlagAgent"]), LIDAR, ACT)
+    with pytest.raises(ConfigError, match="does not name a class"):
+        make_agent(load_config(None, [f"algo.name={__name__}:random_batch"]), LIDAR, ACT)
     with pytest.raises(ConfigError, match="cannot import"):
         make_agent(load_config(None, ["algo.name=no_such_module:Agent"]), LIDAR, ACT)
+
+
+def test_built_in_agents_follow_their_protocol_and_take_the_whole_config():
+    for name, protocol in (("sac", OffPolicyAgent), ("redq", OffPolicyAgent), ("ppo", OnPolicyAgent)):
+        cfg = load_config(
+            None,
+            [
+                f"algo.name={name}",
+                f"algo.{name}.hidden=[8]",
+                f"algo.{name}.lr_{'actor' if name != 'ppo' else 'value'}=0.002",
+            ],
+        )
+        agent = make_agent(cfg, LIDAR, ACT, device="cpu")
+        assert isinstance(agent, protocol) and agent.on_policy is (protocol is OnPolicyAgent)
+        assert agent.config is getattr(cfg.algo, name)
 
 
 def test_presets_fill_unset_fields_and_explicit_values_win():

@@ -140,7 +140,7 @@ def test_ppo_value_clipping_and_metrics():
         step = agent.policy_step(obs)
         rollout.add(obs, step.raw_action, step.log_prob, step.value, gen.normal(size=4), [False] * 4, [False] * 4)
     rollout.compute_returns_and_advantages(agent.value(obs))
-    metrics = agent.update(rollout)
+    metrics = agent.update(rollout).metrics
     assert agent.num_updates == 2 * 2  # epochs x minibatches
     assert metrics["approx_kl"] >= 0 and 0 <= metrics["clip_fraction"] <= 1
     assert all(np.isfinite(v) for v in metrics.values())

@@ -1,7 +1,7 @@
 """Learning algorithms: SAC, REDQ-SAC and PPO (see docs/algorithms.md)."""
 
-from evo_rl.algos.base import Batch, TrainingAgent
-from evo_rl.algos.factory import AGENTS, make_agent
+from evo_rl.algos.base import Batch, OffPolicyAgent, OnPolicyAgent, TrainingAgent, UpdateResult
+from evo_rl.algos.factory import AGENTS, check_agent, make_agent
 from evo_rl.algos.ppo import PolicyStep, PPOAgent, RolloutBuffer
 from evo_rl.algos.redq import REDQAgent
 from evo_rl.algos.sac import SACAgent
@@ -10,12 +10,16 @@ from evo_rl.algos.state import flatten_state, load_state, save_state, unflatten_
 __all__ = [
     "AGENTS",
     "Batch",
+    "OffPolicyAgent",
+    "OnPolicyAgent",
     "PPOAgent",
     "PolicyStep",
     "REDQAgent",
     "RolloutBuffer",
     "SACAgent",
     "TrainingAgent",
+    "UpdateResult",
+    "check_agent",
     "flatten_state",
     "load_state",
     "make_agent",

@@ -11,7 +11,7 @@ network, target network, optimiser, gradient scaler and counter; see
 from __future__ import annotations
 
 import copy
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from gymnasium import spaces
@@ -19,26 +19,60 @@ from torch import nn
 
 from evo_rl.config import SACConfig
 from evo_rl.errors import CheckpointError, ConfigError
+from evo_rl.memory.replay import Batch
 from evo_rl.nets.actors import ActorModule, SquashedGaussianActor
 from evo_rl.nets.critics import EnsembleQNetwork
 from evo_rl.nets.encoder import Obs, to_device
 
 
-class Batch(NamedTuple):
-    """The fields an off-policy agent reads from a replay batch.
+class UpdateResult(NamedTuple):
+    """What one learning step returns: metrics for the logs and, for off-policy agents, the TD error."""
 
-    Any object with these attributes works (the replay memory's batches do);
-    ``discount`` and ``weights`` may be missing or ``None``.
+    metrics: dict[str, float]  # losses, entropy, Q-values... as floats
+    td_error: torch.Tensor | None = None  # [B] |TD error| per sample of the batch, for replay priorities
+
+
+@runtime_checkable
+class OffPolicyAgent(Protocol):
+    """What the trainer calls on an off-policy agent (SAC, REDQ-SAC, or a custom one).
+
+    Actions from ``actor.act`` must lie in [-1, 1]: the replay stores them as the env applied them.
     """
 
-    obs: Obs  # tuple of [B, ...] tensors, or [B, D]
-    act: torch.Tensor  # [B, A]
-    rew: torch.Tensor  # [B]
-    next_obs: Obs
-    done: torch.Tensor  # [B] 1.0 where the episode terminated (not truncated)
-    discount: torch.Tensor | None = None  # [B] gamma^k of each transition (n-step); None = gamma
-    weights: torch.Tensor | None = None  # [B] importance-sampling weights (prioritised replay)
-    indices: torch.Tensor | None = None  # [B] replay indices, for priority updates
+    on_policy: ClassVar[bool]  # False
+    actor: ActorModule
+    device: torch.device
+    num_updates: int
+
+    def update(self, batch: Batch) -> UpdateResult: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class OnPolicyAgent(Protocol):
+    """What the trainer calls on an on-policy agent (PPO, or a custom one)."""
+
+    on_policy: ClassVar[bool]  # True
+    actor: ActorModule
+    device: torch.device
+    num_updates: int
+
+    def make_rollout(self, n_envs: int) -> Any: ...
+
+    def policy_step(self, obs: Any) -> Any: ...
+
+    def value(self, obs: Any) -> torch.Tensor: ...
+
+    def final_values(self, info: dict, truncated: Any) -> torch.Tensor: ...
+
+    def update(self, rollout: Any) -> UpdateResult: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -74,6 +108,7 @@ class TrainingAgent:
     """Base class of EVO RL's agents (see the module docstring)."""
 
     actor: ActorModule
+    on_policy: ClassVar[bool] = False  # True for agents that learn from their own rollouts (OnPolicyAgent)
 
     def __init__(
         self, obs_space: spaces.Space, act_space: spaces.Space, device: str | torch.device, amp: bool | None
@@ -91,8 +126,8 @@ class TrainingAgent:
     def grad_scaler(self) -> torch.amp.GradScaler:
         return torch.amp.GradScaler(self.device.type, enabled=self.amp)
 
-    def update(self, batch: Any) -> dict[str, float]:
-        """One learning step; returns metrics (losses, entropy, Q-values...) as floats."""
+    def update(self, batch: Any) -> UpdateResult:
+        """One learning step; returns its metrics (and the TD error, off-policy)."""
         raise NotImplementedError
 
     def get_actor(self) -> ActorModule:
@@ -163,10 +198,9 @@ class SoftActorCriticBase(TrainingAgent):
         self.target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(self.actor.act_dim)
         self.log_alpha = torch.tensor(cfg.alpha, device=self.device).log().requires_grad_(cfg.learn_entropy)
         self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=cfg.lr_entropy) if cfg.learn_entropy else None
-        self.td_error: torch.Tensor | None = None  # [B] |TD error| of the last batch, for replay priorities
 
     def unpack(
-        self, batch: Any
+        self, batch: Batch
     ) -> tuple[Obs, torch.Tensor, torch.Tensor, Obs, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(obs, act, rew, next_obs, done, discount, weights)`` on the agent's device.
 
@@ -177,9 +211,8 @@ class SoftActorCriticBase(TrainingAgent):
         def vector(t: torch.Tensor) -> torch.Tensor:  # [B] float32 on the agent's device
             return t.to(self.device, torch.float32, non_blocking=True).reshape(-1)
 
-        rew, done = vector(batch.rew), vector(batch.done)
-        discount = getattr(batch, "discount", None)
-        weights = getattr(batch, "weights", None)
+        rew, done = vector(batch.rew), vector(batch.terminated)
+        discount, weights = batch.discount, batch.weights
         discount = torch.full_like(rew, self.config.gamma) if discount is None else vector(discount)
         weights = torch.ones_like(rew) if weights is None else vector(weights)
         act = batch.act.to(self.device, torch.float32, non_blocking=True)  # [B, A]

@@ -16,7 +16,7 @@ Collecting a rollout with a vector environment of ``n_envs`` cars::
         rollout.add(obs, step.raw_action, step.log_prob, step.value, rew, term, trunc, final_value)
         obs = next_obs
     rollout.compute_returns_and_advantages(agent.value(obs))
-    metrics = agent.update(rollout)
+    metrics = agent.update(rollout).metrics
     rollout.reset()
 """
 
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from evo_rl.algos.base import TrainingAgent, metrics_to_floats
-from evo_rl.config import PPOConfig
+from evo_rl.algos.base import TrainingAgent, UpdateResult, metrics_to_floats
+from evo_rl.config import EvoConfig, PPOConfig
 from evo_rl.errors import ConfigError, EvoError
 from evo_rl.nets.actors import GaussianActor
 from evo_rl.nets.critics import ValueNetwork
@@ -172,6 +172,8 @@ class PolicyStep(NamedTuple):
 class PPOAgent(TrainingAgent):
     """PPO training agent: ``update(rollout)`` runs ``epochs`` passes of minibatch steps."""
 
+    on_policy = True
+
     def __init__(
         self,
         obs_space: spaces.Space,
@@ -179,7 +181,11 @@ class PPOAgent(TrainingAgent):
         config: PPOConfig | None = None,
         device: str | torch.device = "cpu",
         amp: bool | None = None,
+        *,
+        cfg: EvoConfig | None = None,
     ) -> None:
+        if cfg is not None:  # the whole configuration, as make_agent passes it to every agent
+            config, amp = cfg.algo.ppo, cfg.algo.amp
         super().__init__(obs_space, act_space, device, amp)
         self.config = cfg = config or PPOConfig()
         self.actor = GaussianActor(obs_space, act_space, cfg.hidden, cfg.activation, cfg.log_std_init).to(self.device)
@@ -241,7 +247,7 @@ class PPOAgent(TrainingAgent):
         values[torch.as_tensor(idx, device=self.device)] = self.value(obs)
         return values
 
-    def update(self, rollout: RolloutBuffer) -> dict[str, float]:
+    def update(self, rollout: RolloutBuffer) -> UpdateResult:
         cfg = self.config
         if not rollout.ready:
             raise EvoError("call rollout.compute_returns_and_advantages(last_value) before agent.update(rollout)")
@@ -306,7 +312,7 @@ class PPOAgent(TrainingAgent):
         metrics = dict(zip(names, sums / steps, strict=True))
         explained = 1.0 - (b_returns - b_values).var() / b_returns.var().clamp_min(1e-8)
         metrics.update(explained_variance=explained, std=self.actor.log_std.detach().exp().mean())
-        return metrics_to_floats(metrics)
+        return UpdateResult(metrics_to_floats(metrics))
 
     def checkpoint_items(self) -> dict[str, Any]:
         return {"actor": self.actor, "value_net": self.value_net, "optim": self.optim, "scaler": self.scaler}

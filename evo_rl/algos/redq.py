@@ -17,13 +17,12 @@ policy (and the entropy coefficient when it is learned), as TMRL's REDQ-SAC.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from gymnasium import spaces
 
-from evo_rl.algos.base import SoftActorCriticBase, metrics_to_floats, polyak_update
-from evo_rl.config import REDQConfig
+from evo_rl.algos.base import SoftActorCriticBase, UpdateResult, metrics_to_floats, polyak_update
+from evo_rl.config import EvoConfig, REDQConfig
+from evo_rl.memory.replay import Batch
 from evo_rl.nets.encoder import Obs
 
 
@@ -39,7 +38,11 @@ class REDQAgent(SoftActorCriticBase):
         config: REDQConfig | None = None,
         device: str | torch.device = "cpu",
         amp: bool | None = None,
+        *,
+        cfg: EvoConfig | None = None,
     ) -> None:
+        if cfg is not None:  # the whole configuration, as make_agent passes it to every agent
+            config, amp = cfg.algo.redq, cfg.algo.amp
         config = config or REDQConfig()
         super().__init__(obs_space, act_space, config, config.n_critics, device, amp)
 
@@ -58,7 +61,7 @@ class REDQAgent(SoftActorCriticBase):
             min_qf_next_target = qf_next_target.min(dim=0).values - alpha * next_log_pi  # [B]
             return rew + discount * (1.0 - done) * min_qf_next_target
 
-    def update(self, batch: Any) -> dict[str, float]:
+    def update(self, batch: Batch) -> UpdateResult:
         cfg = self.config
         obs, act, rew, next_obs, done, discount, weights = self.unpack(batch)
 
@@ -71,7 +74,7 @@ class REDQAgent(SoftActorCriticBase):
         self.critic_scaler.scale(qf_loss).backward()
         self.critic_scaler.step(self.critic_optim)
         self.critic_scaler.update()
-        self.td_error = (qf.detach().mean(dim=0) - next_q_value).abs()  # [B]
+        td_error = (qf.detach().mean(dim=0) - next_q_value).abs()  # [B], for replay priorities
         polyak_update(self.critic_target, self.critic, cfg.tau)
         self.num_updates += 1
 
@@ -82,7 +85,7 @@ class REDQAgent(SoftActorCriticBase):
             "next_q_value": next_q_value.mean(),
         }
         if self.num_updates % cfg.q_updates_per_policy_update != 0:
-            return metrics_to_floats(metrics)
+            return UpdateResult(metrics_to_floats(metrics), td_error)
 
         # --- policy update: maximise the ensemble mean minus the entropy term (eq. 2)
         alpha = self.log_alpha.detach().exp()
@@ -101,4 +104,4 @@ class REDQAgent(SoftActorCriticBase):
         metrics.update(actor_loss=actor_loss.detach(), entropy=-log_pi.detach().mean(), alpha=alpha)
         if alpha_loss is not None:
             metrics["alpha_loss"] = alpha_loss
-        return metrics_to_floats(metrics)
+        return UpdateResult(metrics_to_floats(metrics), td_error)

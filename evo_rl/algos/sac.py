@@ -11,13 +11,12 @@ evaluated in one batched call.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from gymnasium import spaces
 
-from evo_rl.algos.base import SoftActorCriticBase, metrics_to_floats, polyak_update
-from evo_rl.config import SACConfig
+from evo_rl.algos.base import SoftActorCriticBase, UpdateResult, metrics_to_floats, polyak_update
+from evo_rl.config import EvoConfig, SACConfig
+from evo_rl.memory.replay import Batch
 from evo_rl.nets.encoder import Obs
 
 
@@ -31,7 +30,11 @@ class SACAgent(SoftActorCriticBase):
         config: SACConfig | None = None,
         device: str | torch.device = "cpu",
         amp: bool | None = None,
+        *,
+        cfg: EvoConfig | None = None,
     ) -> None:
+        if cfg is not None:  # the whole configuration, as make_agent passes it to every agent
+            config, amp = cfg.algo.sac, cfg.algo.amp
         super().__init__(obs_space, act_space, config or SACConfig(), 2, device, amp)
 
     def next_q_value(
@@ -47,7 +50,7 @@ class SACAgent(SoftActorCriticBase):
             min_qf_next_target = torch.min(qf1_next_target, qf2_next_target) - alpha * next_log_pi
             return rew + discount * (1.0 - done) * min_qf_next_target
 
-    def update(self, batch: Any) -> dict[str, float]:
+    def update(self, batch: Batch) -> UpdateResult:
         obs, act, rew, next_obs, done, discount, weights = self.unpack(batch)
 
         # --- soft Q-function update: J_Q (eq. 2) for both critics
@@ -61,7 +64,7 @@ class SACAgent(SoftActorCriticBase):
         self.critic_scaler.scale(qf_loss).backward()
         self.critic_scaler.step(self.critic_optim)
         self.critic_scaler.update()
-        self.td_error = ((qf1 + qf2) / 2 - next_q_value).detach().abs()  # [B], for replay priorities
+        td_error = ((qf1 + qf2) / 2 - next_q_value).detach().abs()  # [B], for replay priorities
 
         # --- policy update: J_pi (eq. 7) with the reparameterised sample
         alpha = self.log_alpha.detach().exp()
@@ -93,4 +96,4 @@ class SACAgent(SoftActorCriticBase):
         }
         if alpha_loss is not None:
             metrics["alpha_loss"] = alpha_loss
-        return metrics_to_floats(metrics)
+        return UpdateResult(metrics_to_floats(metrics), td_error)

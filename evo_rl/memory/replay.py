@@ -65,21 +65,20 @@ def slot_dtype(act_dim: int) -> np.dtype:
 
 
 class Batch(NamedTuple):
-    """A sampled batch; tensors on the memory's device, batch axis first."""
+    """A batch of transitions, batch axis first: what the replay samples and off-policy agents learn from.
+
+    The replay fills every field; other producers (tests, benchmarks, custom memories) may leave
+    ``discount`` (then ``gamma``), ``weights`` (then ones) and ``indices`` as None.
+    """
 
     obs: tuple[torch.Tensor, ...] | torch.Tensor  # the env's layout: [B, *entry shape] each (flat: [B, D])
     act: torch.Tensor  # [B, act_dim]
     rew: torch.Tensor  # [B] discounted n-step return sum_j gamma^j r_{t+j}, j < k
     next_obs: tuple[torch.Tensor, ...] | torch.Tensor  # observation k steps later
-    terminated: torch.Tensor  # [B] 1.0 where the n-step window ended with a termination
-    discount: torch.Tensor  # [B] gamma^k for the k steps used, 0.0 where terminated
-    weights: torch.Tensor  # [B] importance-sampling weights (ones for uniform sampling)
-    indices: torch.Tensor  # [B] int64 slots on the CPU, for update_priorities
-
-    @property
-    def done(self) -> torch.Tensor:
-        """Same as ``terminated`` (a truncated episode still bootstraps)."""
-        return self.terminated
+    terminated: torch.Tensor  # [B] 1.0 where the window ended with a termination (a truncation still bootstraps)
+    discount: torch.Tensor | None = None  # [B] gamma^k for the k steps used, 0.0 where terminated
+    weights: torch.Tensor | None = None  # [B] importance-sampling weights (ones for uniform sampling)
+    indices: torch.Tensor | None = None  # [B] int64 slots on the CPU, for update_priorities
 
 
 def available_memory() -> int | None:

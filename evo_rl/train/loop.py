@@ -202,7 +202,7 @@ class Trainer:
         self.env = VecTrackEnv(cfg)
         self.n_envs = self.env.num_envs
         self.agent = make_agent(cfg, self.env.single_observation_space, self.env.single_action_space, cfg.train.device)
-        self.on_policy = hasattr(self.agent, "make_rollout")
+        self.on_policy = self.agent.on_policy  # checked against OffPolicyAgent / OnPolicyAgent by make_agent
         self.memory = None
         self.rollout = None
         if self.on_policy:
@@ -492,10 +492,10 @@ class Trainer:
             if done % UPDATE_CHECK_EVERY == 0 and (self._must_yield() or (done and time.monotonic() >= deadline)):
                 return
             batch = self.memory.sample(cfg.memory.batch_size)
-            metrics = self.agent.update(batch)
-            if prioritized and getattr(self.agent, "td_error", None) is not None:
-                self.memory.update_priorities(batch.indices, self.agent.td_error)
-            self.interval.add_metrics(metrics)
+            result = self.agent.update(batch)
+            if prioritized and result.td_error is not None:
+                self.memory.update_priorities(batch.indices, result.td_error)
+            self.interval.add_metrics(result.metrics)
             c.update_debt -= 1.0
             c.updates += 1
             self.interval.updates += 1
@@ -514,7 +514,7 @@ class Trainer:
         if rollout.full:
             rollout.compute_returns_and_advantages(self.agent.value(next_obs))
             before = self.agent.num_updates
-            self.interval.add_metrics(self.agent.update(rollout))
+            self.interval.add_metrics(self.agent.update(rollout).metrics)
             rollout.reset()
             done = self.agent.num_updates - before
             c.updates += done
