@@ -82,7 +82,7 @@ def test_checkpoint_round_trip_and_replay_in_the_last_two_only(tmp_path):
         replay.payload = payload
         saved.append(mgr.save(_tensors(i), {"env_steps": 10 * i, "updates": 2 * i}, score=score, replay=replay))
     first, second, third = saved
-    assert mgr.list() == [third, second, first]  # latest, previous, and first as the best
+    assert mgr.saved() == [third, second, first]  # latest, previous, and first as the best
     assert not (first / "replay").exists()  # the best keeps its agent only
     ck = mgr.load_latest()
     assert ck.path == third and ck.state["env_steps"] == 30 and ck.state["score"] == 0.2
@@ -109,7 +109,7 @@ def test_checkpoint_keeps_latest_plus_best(tmp_path):
     mgr = CheckpointManager(tmp_path, keep_best=2)
     scores = [0.3, 0.9, 0.1, 0.5, 0.2]
     paths = [mgr.save(_tensors(i), {"env_steps": i}, score=s) for i, s in enumerate(scores)]
-    kept = set(mgr.list())
+    kept = set(mgr.saved())
     assert kept == {paths[4], paths[1], paths[3]}  # latest, then the two best scores
 
 

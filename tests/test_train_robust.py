@@ -136,7 +136,7 @@ def test_kill_9_of_a_real_trainer_loses_at_most_one_checkpoint_interval(tmp_path
         _wait(lambda: (tmp_path / "k" / "config.yaml").is_file(), "the run folder", proc=proc)
         run = resolve_run("k", tmp_path)
         mgr = CheckpointManager(run.checkpoints_dir)
-        _wait(lambda: len(mgr.list()) >= 2, "two checkpoints", proc=proc)
+        _wait(lambda: len(mgr.saved()) >= 2, "two checkpoints", proc=proc)
         assert run.trainer_pid() == proc.pid
         with pytest.raises(RunLockedError, match=f"process {proc.pid}"):  # a second trainer, as --resume builds it
             Trainer(run.load_config(), run, resume=True)
@@ -151,7 +151,7 @@ def test_kill_9_of_a_real_trainer_loses_at_most_one_checkpoint_interval(tmp_path
     cfg = run.load_config()
     trainer = Trainer(cfg, run, resume=True)
     assert not _tmp_entries(run)
-    latest = trainer.checkpoints.list()[0]
+    latest = trainer.checkpoints.saved()[0]
     saved = _state_json(latest)
     c = trainer.counters
     assert c.env_steps == saved["env_steps"] > 0 and c.updates == saved["updates"] and c.sessions == 2
@@ -264,7 +264,7 @@ def _two_checkpoints(tmp_path):
     trainer.train()
     trainer.cfg.train.total_steps = 120
     trainer.train()
-    newer, older = trainer.checkpoints.list()
+    newer, older = trainer.checkpoints.saved()
     return cfg, run, newer, older
 
 
@@ -302,7 +302,7 @@ def test_a_damaged_latest_checkpoint_is_set_aside(tmp_path, damaged):
     assert (newer.parent / f"corrupt-{newer.name}").is_dir() and not newer.exists()
     trainer.cfg.train.total_steps = 120
     trainer.train()
-    assert trainer.checkpoints.list()[1] == older  # the resumed-from checkpoint is the fallback now
+    assert trainer.checkpoints.saved()[1] == older  # the resumed-from checkpoint is the fallback now
     assert Trainer(cfg, run, resume=True).counters.env_steps == 120
 
 
@@ -319,7 +319,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_training_goes_on(tmp_path
     run = create_run(tmp_path, "full", cfg)
     trainer = Trainer(cfg, run)
     trainer.train()
-    good = trainer.checkpoints.list()
+    good = trainer.checkpoints.saved()
     capsys.readouterr()
     if what == "agent":
         monkeypatch.setattr("evo_rl.train.checkpoint.save_tensors", _enospc)
@@ -330,7 +330,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_training_goes_on(tmp_path
     assert c.env_steps == 120 and trainer.save_failures == 1
     out = capsys.readouterr().out
     assert "checkpoint not saved (the disk is full)" in out and good[0].name in out
-    assert trainer.checkpoints.list() == good and not _tmp_entries(run)
+    assert trainer.checkpoints.saved() == good and not _tmp_entries(run)
     monkeypatch.undo()
     trainer.cfg.train.total_steps = 160
     trainer.train()

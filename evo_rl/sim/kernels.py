@@ -28,8 +28,8 @@ PARALLEL_IMAGES = 8  # camera frames for fewer cars than this are drawn on the c
 # numba's OpenMP layer keeps its threads spinning between kernels, which on a busy machine (or beside torch's own
 # OpenMP threads in a training process) slows both by several times; the workqueue layer sleeps instead. It must be
 # chosen before the first parallel kernel runs; NUMBA_THREADING_LAYER set by the user wins.
-if numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
+if numba.config.THREADING_LAYER == "default":  # type: ignore[attr-defined]
+    numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
 def _renamed(fn: Callable, suffix: str) -> Callable:
@@ -64,7 +64,7 @@ class CarLoop:
             self.serial(*args)
             return
         if threads > 0:
-            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
         with numba.parallel_chunksize(CHUNK):
             self.parallel(*args)
 

@@ -176,6 +176,14 @@ def set_rng_state(np_rng: np.random.Generator, js: dict[str, Any], tensors: dict
 # --------------------------------------------------------------------------- manager
 
 
+def _seq(pattern: re.Pattern[str], name: str) -> int:
+    """The sequence number in a name that ``pattern`` matched when the name was listed."""
+    m = pattern.match(name)
+    if m is None:
+        raise CheckpointError(f"{name!r} is not a checkpoint or chunk name")
+    return int(m.group(1))
+
+
 class CheckpointManager:
     """Writes, lists, verifies, prunes and loads the checkpoints of one run.
 
@@ -195,7 +203,7 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ listing
 
-    def list(self) -> list[Path]:
+    def saved(self) -> list[Path]:
         """Checkpoint folders, newest first."""
         found = []
         for p in self.dir.iterdir():
@@ -205,8 +213,8 @@ class CheckpointManager:
         return [p for _, p in sorted(found, reverse=True)]
 
     def _next_seq(self) -> int:
-        latest = self.list()
-        return int(_NAME.match(latest[0].name).group(1)) + 1 if latest else 1
+        latest = self.saved()
+        return _seq(_NAME, latest[0].name) + 1 if latest else 1
 
     def _chunk_names(self) -> list[str]:
         if not self.chunk_dir.is_dir():
@@ -216,7 +224,7 @@ class CheckpointManager:
     def _next_chunk(self) -> str:
         if self._chunk_seq is None:  # never reuse a name, even one a dead session left behind
             names = self._chunk_names()
-            self._chunk_seq = int(_CHUNK.match(names[-1]).group(1)) if names else 0
+            self._chunk_seq = _seq(_CHUNK, names[-1]) if names else 0
         return f"chunk-{self._chunk_seq + 1:06d}"
 
     def cleanup(self) -> list[str]:
@@ -309,7 +317,7 @@ class CheckpointManager:
             raise
         memory.commit_chunk(info)  # in place: later checkpoints reference it, even if this one fails
         self._chunks[name] = (info, files)
-        self._chunk_seq = int(_CHUNK.match(name).group(1))
+        self._chunk_seq = _seq(_CHUNK, name)
 
     def _score(self, path: Path) -> float:
         try:
@@ -319,7 +327,7 @@ class CheckpointManager:
         return float("-inf") if score is None else float(score)
 
     def _prune(self, latest: Path) -> None:
-        others = [p for p in self.list() if p != latest]  # newest first
+        others = [p for p in self.saved() if p != latest]  # newest first
         fallback = others[:1]  # the previous checkpoint keeps its replay memory
         ranked = sorted(others, key=self._score, reverse=True)  # stable: newer first among equal scores
         best = {p for p in ranked[: self.keep_best] if self._score(p) > float("-inf")}
@@ -343,7 +351,7 @@ class CheckpointManager:
     def _collect_chunks(self) -> list[str]:
         """Delete the chunks that neither a kept checkpoint nor the live memory references."""
         wanted = set(self._chunks)
-        for p in self.list():
+        for p in self.saved():
             try:
                 wanted |= set(json.loads((p / MANIFEST).read_text()).get("chunks", {}))
             except (OSError, ValueError, AttributeError):
@@ -405,7 +413,7 @@ class CheckpointManager:
         checkpoint; raises CheckpointError naming every failing file when none can be used.
         """
         say = report or (lambda msg: warnings.warn(msg, stacklevel=3))
-        candidates = self.list()
+        candidates = self.saved()
         failures: list[str] = []
         found = None
         for p in candidates:

@@ -42,7 +42,7 @@ def os_lock(fh: IO[Any], lock: bool = True) -> bool:
 
         fh.seek(0)
         try:
-            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK if lock else msvcrt.LK_UNLCK, 1)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK if lock else msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
         except OSError:
             return False
         return True

@@ -1,0 +1,11 @@
+"""Live games: the game-side layers that connect EVO RL to TrackMania.
+
+- :mod:`evo_rl.games.source`: the car-source contract (what a source of car state reports);
+- :mod:`evo_rl.games.control`: input backends (a virtual input for the virtual games, a gamepad);
+- :mod:`evo_rl.games.capture`: screen backends (a virtual screen, mss screenshots);
+- :mod:`evo_rl.games.tm2020`: TrackMania 2020 through OpenPlanet: the record protocol, the client,
+  the plugin installer and the virtual TrackMania 2020.
+
+Game-only packages (vgamepad, mss, pywin32) are imported lazily; without them a clear
+message names the ``game`` extra to install. Everything here is documented in docs/games.md.
+"""
