@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"evo_rl.cli.{name}").register(sub)
+    importlib.import_module("evo_rl.games.cli").register(sub)  # `evo-rl game ...` and `evo-rl virtual-game ...`
     return parser
 
 
