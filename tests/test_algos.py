@@ -3,6 +3,9 @@ observation flavour, learned entropy, checkpoint state round trips, factory and 
 
 from __future__ import annotations
 
+import copy
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +18,8 @@ from evo_rl.algos import (
     PPOAgent,
     REDQAgent,
     SACAgent,
+    UpdateResult,
+    agent_class,
     flatten_state,
     load_state,
     make_agent,
@@ -142,6 +147,128 @@ def test_batch_discount_and_importance_weights_are_used():
     assert result.td_error is not None and result.td_error.shape == (16,)
 
 
+def squashed_gaussian_by_hand(actor, obs, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAC's policy written out (appendix C): ``u = mean + std * eps``, ``a = tanh(u)``,
+    ``log pi(a|s) = log N(u; mean, std) - sum log(1 - tanh(u)^2)`` (action bounds [-1, 1])."""
+    layers = [(m.weight.T, m.bias) for m in actor.net if isinstance(m, torch.nn.Linear)]
+    out = actor.encoder(obs)
+    for i, (w, b) in enumerate(layers):
+        out = out @ w + b
+        if i < len(layers) - 1:
+            out = torch.relu(out)
+    mean, log_std = out[:, :3], out[:, 3:].clamp(-20.0, 2.0)
+    std = log_std.exp()
+    u = mean + std * eps
+    a = torch.tanh(u)
+    log_normal = (-((u - mean) ** 2) / (2 * std**2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return a, log_normal - torch.log(1 - a**2).sum(-1)
+
+
+def test_sac_actor_and_alpha_losses_match_the_papers_equations():
+    torch.manual_seed(0)
+    agent = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN, alpha=0.2, learn_entropy=True, target_entropy=-2.5))
+    obs = random_batch(LIDAR, n=16, seed=3).obs
+    torch.manual_seed(11)
+    actor_loss, log_pi = agent.actor_loss(obs)
+    alpha_loss = agent.alpha_loss(log_pi)
+    alpha_loss.backward()
+
+    torch.manual_seed(11)
+    eps = torch.randn(16, 3)  # the same noise the actor drew
+    with torch.no_grad():
+        a, log_pi_hand = squashed_gaussian_by_hand(agent.actor, obs, eps)
+        q1, q2 = (member_q(agent.critic, obs, a, i) for i in (0, 1))
+        # J_pi = E[alpha log pi(a|s) - min_i Q_i(s, a)] (eq. 7, clipped double Q)
+        expected_actor = (0.2 * log_pi_hand - torch.minimum(q1, q2)).mean()
+        # J(alpha) = E[-alpha log pi(a|s) - alpha H_target] (eq. 18) with alpha = exp(log_alpha), H_target = 2.5;
+        # minimised over log_alpha, whose gradient is -(E[log pi] + target_entropy)
+        expected_alpha = -(math.log(0.2) * (log_pi_hand + -2.5)).mean()
+    torch.testing.assert_close(log_pi.detach(), log_pi_hand, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(actor_loss.detach(), expected_actor, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alpha_loss.detach(), expected_alpha, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(agent.log_alpha.grad, -(log_pi_hand.mean() - 2.5), rtol=1e-4, atol=1e-4)
+
+    # the actor loss reaches the actor's parameters only, through the action
+    agent.actor.zero_grad()
+    agent.critic.zero_grad()
+    agent.actor_loss(obs)[0].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
+    assert all(p.grad is None or not p.grad.any() for p in agent.critic.parameters())
+
+
+def test_sac_update_is_the_papers_losses_in_order():
+    """One update: critic step on J_Q with the pre-update target, then J_pi with the stepped critic and the
+    pre-update actor, then J(alpha); the TD error is the pre-step twin mean's distance to the target."""
+    torch.manual_seed(0)
+    agent = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN, alpha=0.3, learn_entropy=True, tau=0.1))
+    batch = random_batch(LIDAR, n=16, seed=4)
+    before = copy.deepcopy(agent)
+    torch.manual_seed(21)
+    result = agent.update(batch)
+
+    torch.manual_seed(21)
+    eps_next, eps = torch.randn(16, 3), torch.randn(16, 3)  # next_q_value's draw, then the policy's
+    with torch.no_grad():
+        next_a, next_log_pi = squashed_gaussian_by_hand(before.actor, batch.next_obs, eps_next)
+        q_next = torch.minimum(*(member_q(before.critic_target, batch.next_obs, next_a, i) for i in (0, 1)))
+        y = batch.rew + 0.99 * (1 - batch.terminated) * (q_next - 0.3 * next_log_pi)  # default gamma 0.99
+        qf1, qf2 = (member_q(before.critic, batch.obs, batch.act, i) for i in (0, 1))
+        a, log_pi = squashed_gaussian_by_hand(before.actor, batch.obs, eps)
+        q_pi = torch.minimum(*(member_q(agent.critic, batch.obs, a, i) for i in (0, 1)))  # after the critic step
+    m = result.metrics
+    assert m["qf1_loss"] == pytest.approx(((qf1 - y) ** 2).mean().item(), rel=1e-4)
+    assert m["qf2_loss"] == pytest.approx(((qf2 - y) ** 2).mean().item(), rel=1e-4)
+    assert m["next_q_value"] == pytest.approx(y.mean().item(), rel=1e-4, abs=1e-5)
+    assert m["actor_loss"] == pytest.approx((0.3 * log_pi - q_pi).mean().item(), rel=1e-4, abs=1e-5)
+    assert m["alpha_loss"] == pytest.approx(-(math.log(0.3) * (log_pi - 3.0)).mean().item(), rel=1e-4)
+    assert m["entropy"] == pytest.approx(-log_pi.mean().item(), rel=1e-4, abs=1e-5)
+    torch.testing.assert_close(result.td_error, ((qf1 + qf2) / 2 - y).abs(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("algo", ["sac", "redq"])
+def test_target_critics_move_by_exactly_tau(algo):
+    torch.manual_seed(0)
+    if algo == "sac":
+        agent = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN, tau=0.25))
+    else:
+        agent = REDQAgent(LIDAR, ACT, REDQConfig(hidden=HIDDEN, tau=0.25, n_critics=4))
+    for i in range(2):  # the second update starts from targets that differ from the critics
+        target_before = [p.clone() for p in agent.critic_target.parameters()]
+        agent.update(random_batch(LIDAR, n=8, seed=i))
+        pairs = zip(target_before, agent.critic_target.parameters(), agent.critic.parameters(), strict=True)
+        for old, new, online in pairs:
+            torch.testing.assert_close(new, 0.75 * old + 0.25 * online, rtol=0, atol=1e-6)
+            assert not torch.equal(new, old)
+
+
+@pytest.mark.parametrize("algo", ["sac", "redq"])
+def test_critic_loss_falls_on_a_fixed_batch(algo):
+    """With discount 0 the target is the reward: repeated updates on one batch regress the critics onto it."""
+    torch.manual_seed(0)
+    if algo == "sac":
+        agent = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN, lr_critic=3e-3))
+        key = "qf1_loss"
+    else:
+        agent = REDQAgent(LIDAR, ACT, REDQConfig(hidden=HIDDEN, lr_critic=3e-3, n_critics=4))
+        key = "qf_loss"
+    batch = random_batch(LIDAR, n=32, seed=5, discount=torch.zeros(32))
+    losses = [agent.update(batch).metrics[key] for _ in range(150)]
+    assert losses[0] > 0.3  # rewards ~ N(0, 1), critics start near 0
+    assert losses[-1] < 0.1 * losses[0]
+    assert max(losses[-10:]) < min(losses[:10])
+
+
+def test_redq_updates_the_policy_every_g_th_call_only():
+    torch.manual_seed(0)
+    agent = REDQAgent(LIDAR, ACT, REDQConfig(hidden=HIDDEN, n_critics=4, q_updates_per_policy_update=3))
+    for call in range(1, 7):
+        actor_before = [p.clone() for p in agent.actor.parameters()]
+        metrics = agent.update(random_batch(LIDAR, n=8, seed=call)).metrics
+        moved = any(not torch.equal(b, p) for b, p in zip(actor_before, agent.actor.parameters(), strict=True))
+        assert moved == (call % 3 == 0) == ("actor_loss" in metrics), call
+    assert agent.num_updates == 6
+
+
 # --------------------------------------------------------------------------- updates on every flavour
 
 
@@ -191,13 +318,26 @@ def test_update_runs_and_changes_parameters(algo, flavour):
     assert agent.actor.act(space.sample(), test=True).shape == (3,)
 
 
-def test_redq_learned_entropy_moves_alpha():
+@pytest.mark.parametrize("target_entropy, direction", [(50.0, 1.0), (-50.0, -1.0)])
+def test_redq_learned_alpha_rises_below_the_target_entropy_and_falls_above(target_entropy, direction):
+    """A target entropy far above (below) the policy's: every alpha step pushes log_alpha up (down), and
+    Adam's steps on a gradient of steady sign are ``lr`` each."""
     torch.manual_seed(0)
-    cfg = REDQConfig(hidden=HIDDEN, n_critics=6, q_updates_per_policy_update=1, learn_entropy=True, lr_entropy=1e-2)
+    cfg = REDQConfig(
+        hidden=HIDDEN,
+        n_critics=6,
+        q_updates_per_policy_update=1,
+        learn_entropy=True,
+        lr_entropy=1e-2,
+        target_entropy=target_entropy,
+    )
     agent = REDQAgent(LIDAR, ACT, cfg)
-    alphas = [agent.update(random_batch(LIDAR, n=8, seed=i)).metrics["alpha"] for i in range(20)]
-    assert np.all(np.isfinite(alphas))
-    assert abs(agent.log_alpha.exp().item() - 0.2) > 1e-3 and alphas[-1] != alphas[0]
+    log_alphas = [math.log(0.2)]
+    for i in range(20):
+        agent.update(random_batch(LIDAR, n=8, seed=i))
+        log_alphas.append(agent.log_alpha.item())
+    steps = np.diff(log_alphas) * direction
+    np.testing.assert_allclose(steps, 1e-2, rtol=1e-3)
 
 
 def test_fixed_entropy_keeps_alpha():
@@ -293,6 +433,27 @@ class HalfAgent:
     def __init__(self, obs_space, act_space, cfg, device):
         self.device = device
 
+    def update(self, batch):
+        return UpdateResult({})
+
+
+class NoRolloutAgent(HalfAgent):
+    on_policy = True
+
+
+class NoGammaAgent(HalfAgent):
+    """Has the methods but not the discount the replay needs."""
+
+    def __init__(self, obs_space, act_space, cfg, device):
+        self.actor = SACAgent(obs_space, act_space, SACConfig(hidden=[8])).actor
+        self.device = torch.device(device)
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
 
 def test_make_agent_imports_a_custom_class_and_reports_bad_names():
     cfg = load_config(None, [f"algo.name={__name__}:CustomAgent", "algo.sac.hidden=[16]"])
@@ -300,14 +461,28 @@ def test_make_agent_imports_a_custom_class_and_reports_bad_names():
     assert isinstance(agent, CustomAgent) and agent.cfg is cfg
     assert isinstance(agent, OffPolicyAgent) and not isinstance(agent, OnPolicyAgent)
     assert agent.config.hidden == [16]  # built from its section of the whole config, as SACAgent is
-    with pytest.raises(ConfigError, match=r"HalfAgent is an off-policy agent but lacks .*load_state_dict.*update"):
-        make_agent(load_config(None, [f"algo.name={__name__}:HalfAgent"]), LIDAR, ACT)
-    with pytest.raises(ConfigError, match="on_policy = True or False"):
-        make_agent(load_config(None, [f"algo.name={__name__}:NoFlagAgent"]), LIDAR, ACT)
-    with pytest.raises(ConfigError, match="does not name a class"):
-        make_agent(load_config(None, [f"algo.name={__name__}:random_batch"]), LIDAR, ACT)
-    with pytest.raises(ConfigError, match="cannot import"):
-        make_agent(load_config(None, ["algo.name=no_such_module:Agent"]), LIDAR, ACT)
+    assert agent_class(f"{__name__}:CustomAgent") is CustomAgent
+
+    def error(name: str) -> str:
+        with pytest.raises(ConfigError) as info:
+            make_agent(load_config(None, [f"algo.name={name}"]), LIDAR, ACT, device="cpu")
+        return str(info.value)
+
+    assert error(f"{__name__}:HalfAgent") == (
+        f"algo.name '{__name__}:HalfAgent': class HalfAgent has on_policy = False but lacks the OffPolicyAgent "
+        "methods state_dict, load_state_dict; see docs/algorithms.md"
+    )
+    assert "class NoRolloutAgent has on_policy = True but lacks the OnPolicyAgent methods make_rollout, " in error(
+        f"{__name__}:NoRolloutAgent"
+    )
+    assert error(f"{__name__}:NoGammaAgent") == (
+        f"algo.name '{__name__}:NoGammaAgent': the NoGammaAgent it built lacks the OffPolicyAgent attribute gamma; "
+        "see docs/algorithms.md"
+    )
+    assert "class NoFlagAgent needs a class attribute on_policy = False" in error(f"{__name__}:NoFlagAgent")
+    assert "does not name a class" in error(f"{__name__}:random_batch")
+    assert "cannot import" in error("no_such_module:Agent")
+    assert "is neither sac, redq, ppo nor an import path" in error("dqn")
 
 
 def test_built_in_agents_follow_their_protocol_and_take_the_whole_config():
@@ -346,16 +521,26 @@ def test_amp_is_off_on_cpu_and_cannot_be_forced():
 
 
 @pytest.mark.parametrize("algo", ["sac", "redq", "ppo"])
-def test_mixed_precision_path_runs(algo):
-    """The CUDA AMP code path (float16 autocast + GradScaler), exercised on the CPU."""
-    torch.manual_seed(0)
-    agent = make_test_agent(algo, FLAVOURS["full"])
-    agent.amp = True  # resolve_amp allows AMP on CUDA only; the maths is the same on the CPU
-    for name in ("actor_scaler", "critic_scaler", "scaler"):
-        if hasattr(agent, name):
-            setattr(agent, name, torch.amp.GradScaler("cpu", enabled=True))
-    for metrics in run_updates(agent, FLAVOURS["full"], n=2):
-        assert all(np.isfinite(v) for v in metrics.values())
+def test_mixed_precision_path_computes_the_same_losses(algo):
+    """The CUDA AMP code path (float16 autocast + GradScaler), exercised on the CPU: the same updates as
+    in float32 to float16 precision, with the gradient scaler active."""
+    runs = []
+    for amp in (False, True):
+        torch.manual_seed(0)
+        agent = make_test_agent(algo, FLAVOURS["full"])
+        if amp:
+            agent.amp = True  # resolve_amp allows AMP on CUDA only; the maths is the same on the CPU
+            for name in ("actor_scaler", "critic_scaler", "scaler"):
+                if hasattr(agent, name):
+                    setattr(agent, name, torch.amp.GradScaler("cpu", enabled=True))
+        torch.manual_seed(1)
+        runs.append(run_updates(agent, FLAVOURS["full"], n=2))
+    scaler = getattr(agent, "critic_scaler", None) or agent.scaler
+    assert scaler.is_enabled() and scaler.get_scale() > 1.0
+    for fp32, fp16 in zip(*runs, strict=True):
+        assert fp32.keys() == fp16.keys()
+        for key in fp32:
+            assert fp16[key] == pytest.approx(fp32[key], rel=1e-2, abs=1e-3), key
 
 
 def test_loading_a_state_saved_with_other_settings_names_what_is_missing():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,61 @@ def test_ppo_value_clipping_and_metrics():
     assert agent.num_updates == 2 * 2  # epochs x minibatches
     assert metrics["approx_kl"] >= 0 and 0 <= metrics["clip_fraction"] <= 1
     assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_ppo_losses_on_one_minibatch_equal_a_hand_computation():
+    """One epoch, one minibatch: every metric is computed before the optimiser step, from the rollout and the
+    current networks (perturbed after collection so that ratios differ from 1 and some are clipped)."""
+    torch.manual_seed(0)
+    cfg = PPOConfig(
+        hidden=[8], n_steps=16, batch_size=16, epochs=1, clip=0.2, clip_value=0.1, entropy_coef=0.01, value_coef=0.5
+    )
+    agent = PPOAgent(LIDAR, ACT, cfg)
+    rollout = agent.make_rollout(4)
+    gen = np.random.default_rng(2)
+    for _ in range(rollout.n_steps):
+        obs = tuple(gen.uniform(0, 1, (4, *p.shape)).astype(np.float32) for p in LIDAR.spaces)
+        step = agent.policy_step(obs)
+        done = gen.random(4) < 0.2
+        rollout.add(obs, step.raw_action, step.log_prob, step.value, gen.normal(size=4), done, [False] * 4)
+    rollout.compute_returns_and_advantages(agent.value(obs))
+    with torch.no_grad():  # the policy and value function moved since the rollout was collected
+        agent.actor.net[-1].bias.add_(torch.tensor([0.15, -0.1, 0.05]))
+        agent.actor.log_std.add_(0.02)
+        agent.value_net.net[-1].bias.add_(0.15)
+
+    obs = rollout.flat_obs()
+    actions, old_log_prob = rollout.actions.reshape(-1, 3), rollout.log_probs.reshape(-1)
+    returns, old_values = rollout.returns.reshape(-1), rollout.values.reshape(-1)
+    adv = rollout.advantages.reshape(-1)
+    with torch.no_grad():
+        mean = agent.actor.net(agent.actor.encoder(obs))
+        log_std = agent.actor.log_std
+        new_log_prob = -((actions - mean) ** 2) / (2 * torch.exp(2 * log_std)) - log_std - 0.5 * math.log(2 * math.pi)
+        new_log_prob = new_log_prob.sum(-1)
+        ratio = torch.exp(new_log_prob - old_log_prob)
+        adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)
+        # L^CLIP = E[min(r A, clip(r, 1 - eps, 1 + eps) A)] (eq. 7), as a loss: its negative
+        policy_loss = -torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv).mean()
+        value = agent.value_net(obs)
+        value_clipped = old_values + (value - old_values).clamp(-0.1, 0.1)
+        value_loss = 0.5 * torch.maximum((value - returns) ** 2, (value_clipped - returns) ** 2).mean()
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum()
+        loss = policy_loss - 0.01 * entropy + 0.5 * value_loss  # eq. 9
+        clip_fraction = ((ratio - 1).abs() > 0.2).float().mean()
+        approx_kl = ((ratio - 1) - torch.log(ratio)).mean()
+    assert 0 < clip_fraction < 1  # both branches of the clipped objective are exercised
+    assert not torch.allclose(value, value_clipped)  # and value clipping
+
+    m = agent.update(rollout).metrics
+    assert agent.num_updates == 1
+    expected = {
+        "policy_loss": policy_loss,
+        "value_loss": value_loss,
+        "entropy": entropy,
+        "loss": loss,
+        "clip_fraction": clip_fraction,
+        "approx_kl": approx_kl,
+    }
+    for key, value in expected.items():
+        assert m[key] == pytest.approx(value.item(), rel=1e-4, abs=1e-6), key

@@ -13,7 +13,6 @@ import evo_rl
 from evo_rl.config import EvoConfig, config_to_yaml
 from evo_rl.envs import TrackEnv, VecTrackEnv, resolve_config
 from evo_rl.errors import EvoError
-from evo_rl.sim.track import Track
 
 FLAVOURS = ["lidar", "lidar_progress", "full"]
 FULL_GAS = np.array([1.0, 0.0, 0.0], np.float32)
@@ -23,12 +22,6 @@ def small_cfg(**env) -> EvoConfig:
     """Short histories, a small camera and a 60 m straight keep the tests fast."""
     cfg = resolve_config(None, **{"camera.width": 32, "camera.height": 24, "sim.threads": 1})
     return resolve_config(cfg, **{"hist_len": 2, "act_buf_len": 2, **env})
-
-
-@pytest.fixture(scope="module")
-def straight() -> Track:
-    pts = np.stack([np.linspace(0.0, 60.0, 61), np.zeros(61)], axis=1)  # [61, 2]
-    return Track.from_centreline(pts, width=12.0, name="straight-60", n_checkpoints=1, smoothing=0.0)
 
 
 def policy_actions(rng: np.random.Generator, n: int, steps: int) -> np.ndarray:

@@ -380,14 +380,9 @@ def test_corrupt_or_mismatched_file(tmp_path):
 
 
 def test_bench_replay_runs_small():
-    import argparse
-
     from evo_rl.bench import replay
 
-    parser = argparse.ArgumentParser()
-    replay.add_arguments(parser)
-    args = parser.parse_args(["--transitions", "3000", "--image-transitions", "600", "--samples", "20"])
-    out = replay.run(args)
+    out = replay.run(transitions=3000, image_transitions=600, samples=20)
     for name in ("lidar", "image"):
         assert out[name]["evo_us"] > 0 and out[name]["sb3_us"] > 0
     assert out["insert_per_s"] > 0

@@ -7,17 +7,10 @@ import pytest
 
 from evo_rl.envs import VecTrackEnv, resolve_config
 from evo_rl.memory import ObsLayout, ReplayMemory
-from evo_rl.sim.track import Track
 
 
 def key(entries, act) -> bytes:
     return b"".join(np.ascontiguousarray(e).tobytes() for e in entries) + np.asarray(act).tobytes()
-
-
-@pytest.fixture(scope="module")
-def straight() -> Track:
-    pts = np.stack([np.linspace(0.0, 60.0, 61), np.zeros(61)], axis=1)  # [61, 2]
-    return Track.from_centreline(pts, width=12.0, name="straight-60", n_checkpoints=1, smoothing=0.0)
 
 
 @pytest.mark.parametrize("flavour", ["lidar", "full"])

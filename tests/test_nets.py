@@ -152,11 +152,21 @@ def test_act_is_deterministic_in_test_mode_bounded_and_batched(actor_class, spac
         assert np.all(a >= -1.0) and np.all(a <= 1.0)
 
 
-def test_act_accepts_flat_observations():
+def test_act_accepts_flat_observations_and_test_mode_is_the_squashed_mean():
+    torch.manual_seed(0)
     space = spaces.Box(-1.0, 1.0, (10,), np.float32)
     actor = SquashedGaussianActor(space, ACT, hidden=[8])
-    assert actor.act(np.zeros(10, np.float32), test=True).shape == (3,)
-    assert actor.act(np.zeros((5, 10), np.float32)).shape == (5, 3)
+    obs = np.random.default_rng(0).uniform(-1, 1, (5, 10)).astype(np.float32)
+    with torch.no_grad():
+        mean = actor.net(torch.as_tensor(obs))[:, :3]  # flat Box in [-1, 1]: the encoder passes it through
+    np.testing.assert_allclose(actor.act(obs, test=True), torch.tanh(mean).numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(actor.act(obs[2], test=True), torch.tanh(mean[2]).numpy(), rtol=1e-6, atol=1e-7)
+    torch.manual_seed(3)
+    a1 = actor.act(obs)
+    torch.manual_seed(3)
+    a2 = actor.act(obs)
+    np.testing.assert_array_equal(a1, a2)  # sampling follows torch's seed
+    assert not np.allclose(a1, actor.act(obs, test=True))
 
 
 def test_ensemble_equals_separate_critics_forward_and_gradients():
@@ -199,6 +209,26 @@ def test_ensemble_detach_params_passes_gradient_to_actions_only():
     torch.testing.assert_close(action.grad, grad_detached)
 
 
-def test_value_network_shape_and_images():
+def test_value_network_is_an_mlp_of_the_encoded_observation():
+    torch.manual_seed(0)
+    value = ValueNetwork(LIDAR, hidden=[8], activation="tanh")
+    obs = to_torch(sample_batch(LIDAR, 4))
+    linears = [m for m in value.net if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        h = torch.tanh(value.encoder(obs) @ linears[0].weight.T + linears[0].bias)
+        expected = (h @ linears[1].weight.T + linears[1].bias).squeeze(-1)
+        torch.testing.assert_close(value(obs), expected)
+    assert value(obs).shape == (4,)
+    assert torch.count_nonzero(linears[-1].bias) == 0  # orthogonal init, zero biases
+
+
+def test_value_network_reads_the_pixels():
+    torch.manual_seed(0)
     value = ValueNetwork(FULL, hidden=[8])
-    assert value(to_torch(sample_batch(FULL, 2))).shape == (2,)
+    obs = to_torch(sample_batch(FULL, 2))
+    dark = tuple(o.clone() for o in obs)
+    dark[3].zero_()
+    with torch.no_grad():
+        v, v_dark = value(obs), value(dark)
+    assert v.shape == (2,) and torch.all((v - v_dark).abs() > 1e-6)
+    assert any(p.requires_grad for p in value.encoder.parameters())  # the CNN is learned with the value

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import strip as centre_strip
 
 from evo_rl.config import EpisodeConfig, RewardTermConfig
 from evo_rl.errors import ConfigError, EvoError
@@ -19,14 +20,10 @@ HEIGHT = 9.0
 
 
 def strip(center: np.ndarray, width: float = 12.0, start: int = 2, finish_from_end: int = 3) -> Track:
-    """A track around a centre line: walls at +-width/2 along averaged normals."""
-    d = np.gradient(center, axis=0)
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    normal = np.stack([-d[:, 1], d[:, 0]], axis=1)  # left of the driving direction
-    m = len(center) - 1
-    finish = m - finish_from_end
+    """A track around a centre line: walls at +-width/2 along averaged normals, two checkpoints."""
+    finish = len(center) - 1 - finish_from_end
     cps = np.array([start + (finish - start) // 3, start + 2 * (finish - start) // 3])
-    return Track("test", center + normal * width / 2, center - normal * width / 2, width, start, finish, cps, HEIGHT)
+    return centre_strip(center, width, start, finish, cps, name="test", height=HEIGHT)
 
 
 def hairpin_center() -> np.ndarray:

@@ -9,6 +9,7 @@ import numba
 import numpy as np
 import numpy_oracle as ref
 import pytest
+from conftest import corner_track, s_track, straight_track, strip
 
 from evo_rl.config import CarConfig, LidarConfig, SimConfig
 from evo_rl.errors import EvoError
@@ -29,48 +30,6 @@ from evo_rl.sim.track import Track
 from evo_rl.sim.world import World
 
 # --------------------------------------------------------------------------- tracks
-
-
-def strip_from_centre(name: str, points: np.ndarray, width: float, checkpoints=(), start=1, finish=None) -> Track:
-    """A Track whose cross-sections are perpendicular to the centre line's tangent."""
-    points = np.asarray(points, np.float64)
-    tangent = np.gradient(points, axis=0)
-    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
-    normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1)  # left
-    m = len(points) - 1
-    finish = m - 1 if finish is None else finish
-    return Track(name, points + 0.5 * width * normal, points - 0.5 * width * normal, width, start, finish, checkpoints)
-
-
-def straight_track(length: float = 3000.0, width: float = 12.0, step: float = 50.0, checkpoints=()) -> Track:
-    x = np.linspace(0.0, length, int(round(length / step)) + 1)
-    return strip_from_centre("straight", np.stack([x, np.zeros_like(x)], axis=1), width, checkpoints)
-
-
-def arc_points(start: np.ndarray, heading: float, radius: float, angle: float, n: int) -> np.ndarray:
-    """``n`` points after ``start`` on an arc turning by ``angle`` (left positive)."""
-    side = math.copysign(1.0, angle)
-    centre = start + side * radius * np.array([-math.sin(heading), math.cos(heading)])
-    phi = heading - side * math.pi / 2 + np.linspace(0.0, angle, n + 1)[1:]
-    return centre + radius * np.stack([np.cos(phi), np.sin(phi)], axis=1)
-
-
-def corner_track(radius: float = 16.0, width: float = 12.0, lead: float = 120.0, n_arc: int = 12) -> Track:
-    """A straight, a 90-degree left arc, a straight."""
-    a = np.stack([np.linspace(0.0, lead, 9), np.zeros(9)], axis=1)
-    arc = arc_points(a[-1], 0.0, radius, math.pi / 2, n_arc)
-    b = arc[-1] + np.outer(np.linspace(0.0, 200.0, 5)[1:], [0.0, 1.0])
-    return strip_from_centre("corner", np.concatenate([a, arc, b]), width, checkpoints=[8 + n_arc // 2])
-
-
-def s_track(width: float = 12.0) -> Track:
-    """A straight, a left arc, a right arc, a straight: the fuzzing ground."""
-    a = np.stack([np.linspace(0.0, 60.0, 4), np.zeros(4)], axis=1)
-    left = arc_points(a[-1], 0.0, 20.0, 2.0, 14)
-    right = arc_points(left[-1], 2.0, 30.0, -2.5, 16)
-    h = 2.0 - 2.5
-    b = right[-1] + np.outer(np.linspace(0.0, 90.0, 4)[1:], [math.cos(h), math.sin(h)])
-    return strip_from_centre("s", np.concatenate([a, left, right, b]), width, checkpoints=[10, 20])
 
 
 def random_inside(track: Track, margin: float, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +240,7 @@ def test_cornering_needs_braking() -> None:
 
 
 def test_steering_sign_grip_and_drift() -> None:
-    track = strip_from_centre("pad", np.stack([np.linspace(0, 4000, 41), np.zeros(41)], axis=1), 3000.0)
+    track = strip(np.stack([np.linspace(0, 4000, 41), np.zeros(41)], axis=1), 3000.0, name="pad")
     world = World(track, 3)
     world.pos[:, 1] = 0.0
     world.vel[:] = [30.0, 0.0]
@@ -504,18 +463,37 @@ def test_serial_and_parallel_kernels_agree(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_bench_sim_runs() -> None:
-    import argparse
-
     from evo_rl.bench import sim as bench_sim
 
-    parser = argparse.ArgumentParser()
-    bench_sim.add_arguments(parser)
     for obs in ("lidar", "full"):
-        out = bench_sim.run(parser.parse_args(["--cars", "4", "--seconds", "0.2", "--obs", obs, "--track", "evo-test"]))
+        out = bench_sim.run(cars=4, seconds=0.2, obs=obs, track="evo-test")
         assert out["cars"] == 4 and out["obs"] == obs and out["steps"] > 0
         assert out["car_steps_per_s"] > 0 and out["realtime_factor"] == pytest.approx(
             out["car_steps_per_s"] / 20, abs=0.1
         )
+    with pytest.raises(EvoError, match="cars must be >= 1"):
+        bench_sim.run(cars=0)
+    with pytest.raises(EvoError, match="obs must be one of"):
+        bench_sim.run(cars=4, obs="images")
+
+
+def test_bench_options_live_in_the_cli() -> None:
+    """`evo-rl bench sim` parses its options and config overrides in cli/ and hands bench/ plain values."""
+    from evo_rl.cli import build_parser
+    from evo_rl.cli.bench import bench_kwargs
+
+    args = build_parser().parse_args(
+        ["bench", "sim", "--cars", "8", "--seconds", "0.5", "--obs", "full", "--threads", "1", "sim.substeps=3"]
+    )
+    kw = bench_kwargs(args)
+    assert {k: v for k, v in kw.items() if k != "cfg"} == {
+        "cars": 8, "seconds": 0.5, "obs": "full", "track": "evo-test", "threads": 1
+    }  # fmt: skip
+    assert kw["cfg"].sim.substeps == 3
+    replay = bench_kwargs(build_parser().parse_args(["bench", "replay", "--batch-size", "64", "--n-envs", "4"]))
+    assert replay["batch_size"] == 64 and replay["n_envs"] == 4 and replay["transitions"] == 100_000
+    learner = bench_kwargs(build_parser().parse_args(["bench", "learner", "--algo", "redq"]))
+    assert learner == {"algo": "redq", "seconds": 10.0, "batch": 256, "threads": 0, "device": "cpu"}
 
 
 def test_one_dispatch_rule_for_every_car_loop() -> None:

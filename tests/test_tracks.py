@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import strip
 
 from evo_rl.errors import TrackError
 from evo_rl.sim.blocks import (
@@ -44,15 +45,6 @@ def circumradii(points: np.ndarray) -> np.ndarray:
 def sample_centre(track: Track, step: float) -> np.ndarray:
     s = np.arange(0.0, track.s[-1], step)
     return np.stack([np.interp(s, track.s, track.center[:, 0]), np.interp(s, track.s, track.center[:, 1])], axis=1)
-
-
-def strip(center: np.ndarray, width: float, start: int = 1, finish: int | None = None, checkpoints=()) -> Track:
-    """A Track with cross-sections perpendicular to the polyline's tangent (np.gradient)."""
-    tangent = np.gradient(center, axis=0)
-    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
-    normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1)
-    finish = len(center) - 2 if finish is None else finish
-    return Track("t", center + 0.5 * width * normal, center - 0.5 * width * normal, width, start, finish, checkpoints)
 
 
 # --------------------------------------------------------------------------- blocks

@@ -11,26 +11,15 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN, tiny_config
 
 from evo_rl.cli import main
-from evo_rl.config import load_config
 from evo_rl.train.loop import Trainer
 from evo_rl.train.policy import load_policy
 from evo_rl.train.run import create_run, resolve_run
 
-# small and fast: 4 cars, short episodes, tiny networks, one thread each for torch and numba
-SMALL = [
-    "env.n_envs=4",
-    "env.max_steps=40",
-    "memory.capacity=4000",
-    "memory.batch_size=32",
-    "train.start_steps=40",
-    "train.eval_episodes=2",
-    "train.log_every_seconds=0.2",
-    "train.dashboard=none",
-    "train.torch_threads=1",
-    "sim.threads=1",
-    "algo.sac.hidden=[32, 32]",
+# TINY_TRAIN (4 cars, short episodes, tiny networks, one thread each) and the other algorithms' tiny networks
+ALGOS_SMALL = [
     "algo.redq.hidden=[32, 32]",
     "algo.redq.n_critics=3",
     "algo.ppo.hidden=[32, 32]",
@@ -38,10 +27,11 @@ SMALL = [
     "algo.ppo.batch_size=16",
     "algo.ppo.epochs=1",
 ]
+SMALL = [*TINY_TRAIN, *ALGOS_SMALL]
 
 
 def small_cfg(*extra: str):
-    return load_config(None, [*SMALL, *extra])
+    return tiny_config(*ALGOS_SMALL, *extra)
 
 
 def _fixed_obs(trainer: Trainer):
@@ -60,7 +50,8 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     run = create_run(tmp_path, "r", cfg)
     first = Trainer(cfg, run)
     c = first.train()
-    assert c.env_steps == 160 and c.updates > 0 and c.evaluations == 1
+    # 4 cars, start_steps 40, batch 32, updates_per_step 0.25: iterations at env_steps 40, 44, ..., 160 pay one each
+    assert c.env_steps == 160 and c.updates == len(range(40, 161, 4)) == 31 and c.evaluations == 1
     obs = _fixed_obs(first)
     state = _agent_state(first)
     actions = first.agent.actor.act(obs, test=True)
@@ -87,7 +78,7 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
 
     second.cfg.train.total_steps = 240  # continue: counters go on, metrics.jsonl grows
     c2 = second.train()
-    assert c2.env_steps == 240 and c2.updates > c.updates and c2.evaluations == 2
+    assert c2.env_steps == 240 and c2.updates == 31 + len(range(164, 241, 4)) and c2.evaluations == 2
     steps = [r["env_steps"] for r in map(json.loads, run.metrics_path.read_text().splitlines())]
     assert steps == sorted(steps) and steps[-1] == 240 and 160 in steps
 
@@ -100,7 +91,7 @@ def test_corrupt_latest_checkpoint_resumes_from_previous(tmp_path):
     replay_at_80 = len(trainer.memory)
     trainer.cfg.train.total_steps = 120
     trainer.train()  # checkpoint at 120 steps
-    latest = trainer.checkpoints.list()[0]
+    latest = trainer.checkpoints.saved()[0]
     data = bytearray((latest / "agent.safetensors").read_bytes())
     data[len(data) // 2] ^= 0x55
     (latest / "agent.safetensors").write_bytes(bytes(data))

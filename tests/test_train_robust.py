@@ -17,10 +17,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN, tiny_config
 from test_memory import FakeVecEnv, check_batch, fill, lidar_layout
 
 from evo_rl.cli import main
-from evo_rl.config import EvoConfig, load_config
+from evo_rl.config import EvoConfig
 from evo_rl.errors import CheckpointError, ConfigError
 from evo_rl.memory import ReplayMemory
 from evo_rl.train import loop as loop_module
@@ -30,23 +31,11 @@ from evo_rl.train.loop import Trainer
 from evo_rl.train.policy import load_policy, save_policy
 from evo_rl.train.run import RunLockedError, create_run, resolve_run
 
-SMALL = [
-    "env.n_envs=4",
-    "env.max_steps=40",
-    "memory.capacity=4000",
-    "memory.batch_size=32",
-    "train.start_steps=40",
-    "train.eval_episodes=2",
-    "train.log_every_seconds=0.2",
-    "train.dashboard=none",
-    "train.torch_threads=1",
-    "sim.threads=1",
-    "algo.sac.hidden=[32, 32]",
-]
+SMALL = TINY_TRAIN
 
 
 def small_cfg(*extra: str) -> EvoConfig:
-    return load_config(None, [*SMALL, *extra])
+    return tiny_config(*extra)
 
 
 def _state_json(ckpt) -> dict:

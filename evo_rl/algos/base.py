@@ -1,9 +1,13 @@
-"""What every EVO RL training agent shares: devices, mixed precision, checkpoints.
+"""What every EVO RL training agent shares: the trainer's protocols, devices, mixed precision, checkpoints.
 
-The interface mirrors TMRL's ``TrainingAgent``: an agent is built from the
-observation and action spaces and a device, ``update(batch) -> metrics`` runs one
-learning step, ``actor`` is the current policy and ``get_actor()`` a detached CPU
-copy for acting elsewhere. ``state_dict()`` / ``load_state_dict()`` cover every
+The trainer talks to an agent through one of two protocols, chosen by the agent's
+class attribute ``on_policy``: :class:`OffPolicyAgent` (learns from replay
+batches: SAC, REDQ-SAC) and :class:`OnPolicyAgent` (learns from its own rollouts:
+PPO). Both are built as ``Class(obs_space, act_space, cfg=cfg, device=device)``
+(:func:`evo_rl.algos.make_agent`), and ``update`` returns an :class:`UpdateResult`.
+:class:`TrainingAgent` is the base class of the built-in agents (it mirrors TMRL's
+``TrainingAgent``): ``actor`` is the current policy and ``get_actor()`` a detached
+CPU copy for acting elsewhere; ``state_dict()`` / ``load_state_dict()`` cover every
 network, target network, optimiser, gradient scaler and counter; see
 :mod:`evo_rl.algos.state` to store them as safetensors without pickle.
 """
@@ -26,53 +30,85 @@ from evo_rl.nets.encoder import Obs, to_device
 
 
 class UpdateResult(NamedTuple):
-    """What one learning step returns: metrics for the logs and, for off-policy agents, the TD error."""
+    """What one ``update`` returns to the trainer."""
 
-    metrics: dict[str, float]  # losses, entropy, Q-values... as floats
-    td_error: torch.Tensor | None = None  # [B] |TD error| per sample of the batch, for replay priorities
+    metrics: dict[str, float]  # losses, entropy, Q-values... as floats, averaged into the logs
+    td_error: torch.Tensor | None = None  # [B] |TD error| of each batch sample: the replay's new priorities
 
 
 @runtime_checkable
 class OffPolicyAgent(Protocol):
-    """What the trainer calls on an off-policy agent (SAC, REDQ-SAC, or a custom one).
+    """What the trainer uses of an off-policy agent (SAC, REDQ-SAC or a custom one).
 
-    Actions from ``actor.act`` must lie in [-1, 1]: the replay stores them as the env applied them.
+    Per car-step of all cars it calls ``actor.act(obs [N, ...], test=False) -> [N, 3]``
+    (after ``train.start_steps`` random steps) and then pays ``train.updates_per_step``
+    updates per car-step, one ``update(memory.sample(B))`` each; with prioritised replay
+    ``UpdateResult.td_error`` becomes the sampled transitions' priorities.
     """
 
     on_policy: ClassVar[bool]  # False
-    actor: ActorModule
-    device: torch.device
-    num_updates: int
+    actor: ActorModule  # the policy: act() for the cars and evaluation, saved in policy files
+    device: torch.device  # where the replay puts its batches
+    gamma: float  # discount of the replay's n-step returns (each batch's discount = gamma^k)
 
-    def update(self, batch: Batch) -> UpdateResult: ...
+    def update(self, batch: Batch) -> UpdateResult:
+        """One gradient update on a replay batch (tensors may be on another device)."""
+        ...
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue learning (checkpoints): nested dicts of tensors and plain values."""
+        ...
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned (resume)."""
+        ...
 
 
 @runtime_checkable
 class OnPolicyAgent(Protocol):
-    """What the trainer calls on an on-policy agent (PPO, or a custom one)."""
+    """What the trainer uses of an on-policy agent (PPO or a custom one).
+
+    Per step of all cars: ``step = policy_step(obs)``, ``env.step(step.action)``,
+    ``rollout.add(obs, step.raw_action, step.log_prob, step.value, rew, term, trunc,
+    final_values(info, trunc))``; when ``rollout.full``:
+    ``rollout.compute_returns_and_advantages(value(next_obs))``, ``update(rollout)``,
+    ``rollout.reset()``. The trainer counts ``num_updates`` before and after ``update``.
+    """
 
     on_policy: ClassVar[bool]  # True
-    actor: ActorModule
+    actor: ActorModule  # the policy: act() for evaluation, saved in policy files
     device: torch.device
-    num_updates: int
+    num_updates: int  # gradient steps so far (PPO: minibatch steps)
 
-    def make_rollout(self, n_envs: int) -> Any: ...
+    def make_rollout(self, n_envs: int) -> Any:
+        """Rollout storage for ``n_envs`` cars, with ``add``, ``full``,
+        ``compute_returns_and_advantages`` and ``reset`` (e.g. :class:`~evo_rl.algos.RolloutBuffer`)."""
+        ...
 
-    def policy_step(self, obs: Any) -> Any: ...
+    def policy_step(self, obs: Any) -> Any:
+        """Actions for a batch of observations: ``.action`` [N, A] (for the env), ``.raw_action``,
+        ``.log_prob``, ``.value`` (e.g. :class:`~evo_rl.algos.PolicyStep`)."""
+        ...
 
-    def value(self, obs: Any) -> torch.Tensor: ...
+    def value(self, obs: Any) -> torch.Tensor:
+        """``V(s)`` [N] of a batch of observations."""
+        ...
 
-    def final_values(self, info: dict, truncated: Any) -> torch.Tensor: ...
+    def final_values(self, info: dict, truncated: Any) -> torch.Tensor:
+        """``V(final obs)`` [N] of the cars truncated this step (zeros elsewhere), to bootstrap them."""
+        ...
 
-    def update(self, rollout: Any) -> UpdateResult: ...
+    def update(self, rollout: Any) -> UpdateResult:
+        """Learn from a full rollout whose returns and advantages are computed."""
+        ...
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue learning (checkpoints)."""
+        ...
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned (resume)."""
+        ...
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -199,6 +235,11 @@ class SoftActorCriticBase(TrainingAgent):
         self.log_alpha = torch.tensor(cfg.alpha, device=self.device).log().requires_grad_(cfg.learn_entropy)
         self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=cfg.lr_entropy) if cfg.learn_entropy else None
 
+    @property
+    def gamma(self) -> float:
+        """The discount factor (``OffPolicyAgent.gamma``: the replay's n-step returns use it)."""
+        return self.config.gamma
+
     def unpack(
         self, batch: Batch
     ) -> tuple[Obs, torch.Tensor, torch.Tensor, Obs, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -219,12 +260,18 @@ class SoftActorCriticBase(TrainingAgent):
         obs, next_obs = to_device(batch.obs, self.device), to_device(batch.next_obs, self.device)
         return obs, act, rew, next_obs, done, discount, weights
 
+    def alpha_loss(self, log_pi: torch.Tensor) -> torch.Tensor:
+        """Entropy-coefficient loss ``J(alpha) = E[-alpha log pi(a|s) - alpha H_target]`` (eq. 18), with
+        ``H_target = -target_entropy`` and ``alpha`` parameterised as ``log alpha`` (as the authors' code):
+        ``mean(-log_alpha * (log pi + target_entropy))``; its gradient raises alpha while the policy's
+        entropy ``-log pi`` is below the target and lowers it above."""
+        return -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
+
     def update_alpha(self, log_pi: torch.Tensor) -> torch.Tensor | None:
-        """One step on ``J(alpha) = E[-alpha (log pi + target_entropy)]`` (eq. 18) when alpha is learned;
-        returns the loss, or None when alpha is fixed."""
+        """One step on :meth:`alpha_loss` when alpha is learned; returns the loss, or None when alpha is fixed."""
         if self.alpha_optim is None:
             return None
-        alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
+        alpha_loss = self.alpha_loss(log_pi)
         self.alpha_optim.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_optim.step()

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from gymnasium import spaces
 
-from evo_rl.algos.base import OffPolicyAgent, OnPolicyAgent, TrainingAgent
+from evo_rl.algos.base import OffPolicyAgent, OnPolicyAgent, TrainingAgent, resolve_device
 from evo_rl.algos.ppo import PPOAgent
 from evo_rl.algos.redq import REDQAgent
 from evo_rl.algos.sac import SACAgent
@@ -17,6 +17,43 @@ from evo_rl.errors import ConfigError
 AGENTS: dict[str, type[TrainingAgent]] = {"sac": SACAgent, "redq": REDQAgent, "ppo": PPOAgent}
 
 
+def protocol_members(protocol: type) -> tuple[list[str], list[str]]:
+    """``(methods, attributes)`` a protocol asks for, in the order it declares them."""
+    methods = [name for name, value in vars(protocol).items() if not name.startswith("_") and callable(value)]
+    attributes = [name for name in protocol.__annotations__ if name != "on_policy"]
+    return methods, attributes
+
+
+def _missing(members: list[str], where: Any) -> list[str]:
+    return [name for name in members if not hasattr(where, name)]
+
+
+def agent_class(name: str) -> type:
+    """The class ``algo.name`` names (``sac``, ``redq``, ``ppo`` or ``module:Class``), checked against
+    the protocol its ``on_policy`` flag chooses: a :class:`ConfigError` names the class and what it lacks."""
+    if name in AGENTS:
+        return AGENTS[name]
+    if ":" not in name:
+        raise ConfigError(f"algo.name {name!r} is neither {', '.join(AGENTS)} nor an import path module:Class")
+    cls = import_object(name, "algo.name")
+    if not isinstance(cls, type):
+        raise ConfigError(f"algo.name {name!r} does not name a class")
+    on_policy = getattr(cls, "on_policy", None)
+    if not isinstance(on_policy, bool):
+        raise ConfigError(
+            f"algo.name {name!r}: class {cls.__qualname__} needs a class attribute on_policy = False "
+            "(OffPolicyAgent) or True (OnPolicyAgent); see docs/algorithms.md"
+        )
+    protocol = OnPolicyAgent if on_policy else OffPolicyAgent
+    missing = _missing(protocol_members(protocol)[0], cls)
+    if missing:
+        raise ConfigError(
+            f"algo.name {name!r}: class {cls.__qualname__} has on_policy = {on_policy} but lacks the "
+            f"{protocol.__name__} method{'s' if len(missing) > 1 else ''} {', '.join(missing)}; see docs/algorithms.md"
+        )
+    return cls
+
+
 def make_agent(
     cfg: EvoConfig, obs_space: spaces.Space, act_space: spaces.Space, device: str | torch.device = "auto"
 ) -> OffPolicyAgent | OnPolicyAgent:
@@ -24,36 +61,18 @@ def make_agent(
 
     Every agent, built-in or custom, is constructed the same way:
     ``Class(obs_space, act_space, cfg=cfg, device=device)`` with the whole configuration
-    (built-in agents read their own section, ``cfg.algo.sac``...). The result must implement
-    :class:`OffPolicyAgent` or :class:`OnPolicyAgent` as its ``on_policy`` flag says.
+    (built-in agents read their own section, ``cfg.algo.sac``...) and ``device`` resolved to a
+    :class:`torch.device` (``"auto"``: CUDA when available). The class must implement
+    :class:`OffPolicyAgent` or :class:`OnPolicyAgent`, as its ``on_policy`` flag says: its
+    methods are checked before it is built, its attributes (``actor``, ``device``...) after.
     """
-    name = cfg.algo.name
-    if name in AGENTS:
-        agent_class: Any = AGENTS[name]
-    elif ":" not in name:
-        raise ConfigError(f"algo.name {name!r} is neither {', '.join(AGENTS)} nor an import path module:Class")
-    else:
-        agent_class = import_object(name, "algo.name")
-        if not isinstance(agent_class, type):
-            raise ConfigError(f"algo.name {name!r} does not name a class")
-    agent = agent_class(obs_space, act_space, cfg=cfg, device=device)
-    check_agent(agent, f"algo.name {name!r}")
-    return agent
-
-
-def check_agent(agent: Any, where: str) -> None:
-    """Refuse an agent that lacks what the trainer calls, naming the class and the missing members."""
-    on_policy = getattr(type(agent), "on_policy", None)
-    if not isinstance(on_policy, bool):
-        raise ConfigError(
-            f"{where}: class {type(agent).__qualname__} needs a class attribute on_policy = True or False "
-            "(subclass evo_rl.algos.TrainingAgent, or see docs/algorithms.md)"
-        )
-    protocol = OnPolicyAgent if on_policy else OffPolicyAgent
-    members = [*protocol.__annotations__, *(m for m in vars(protocol) if not m.startswith("_"))]
-    missing = sorted(m for m in members if not hasattr(agent, m))
+    cls = agent_class(cfg.algo.name)
+    agent = cls(obs_space, act_space, cfg=cfg, device=resolve_device(device))
+    protocol = OnPolicyAgent if cls.on_policy else OffPolicyAgent
+    missing = _missing(protocol_members(protocol)[1], agent)
     if missing:
         raise ConfigError(
-            f"{where}: class {type(agent).__qualname__} is an {'on' if on_policy else 'off'}-policy agent "
-            f"but lacks {', '.join(missing)} (see {protocol.__name__} in docs/algorithms.md)"
+            f"algo.name {cfg.algo.name!r}: the {cls.__qualname__} it built lacks the {protocol.__name__} "
+            f"attribute{'s' if len(missing) > 1 else ''} {', '.join(missing)}; see docs/algorithms.md"
         )
+    return agent

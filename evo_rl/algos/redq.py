@@ -61,6 +61,15 @@ class REDQAgent(SoftActorCriticBase):
             min_qf_next_target = qf_next_target.min(dim=0).values - alpha * next_log_pi  # [B]
             return rew + discount * (1.0 - done) * min_qf_next_target
 
+    def actor_loss(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Policy loss (eq. 2) against the mean of all ``N`` critics, and ``log pi`` ``[B]``:
+        ``mean(alpha * log pi(a|s) - mean_i Q_i(s, a))``, ``a ~ pi(.|s)`` reparameterised."""
+        alpha = self.log_alpha.detach().exp()
+        with self.autocast():
+            pi, log_pi = self.actor(obs)
+            qf_pi = self.critic(obs, pi, detach_params=True).float().mean(dim=0)  # [B]
+        return (alpha * log_pi - qf_pi).mean(), log_pi
+
     def update(self, batch: Batch) -> UpdateResult:
         cfg = self.config
         obs, act, rew, next_obs, done, discount, weights = self.unpack(batch)
@@ -89,10 +98,7 @@ class REDQAgent(SoftActorCriticBase):
 
         # --- policy update: maximise the ensemble mean minus the entropy term (eq. 2)
         alpha = self.log_alpha.detach().exp()
-        with self.autocast():
-            pi, log_pi = self.actor(obs)
-            qf_pi = self.critic(obs, pi, detach_params=True).float().mean(dim=0)  # [B]
-        actor_loss = (alpha * log_pi - qf_pi).mean()
+        actor_loss, log_pi = self.actor_loss(obs)
         self.actor_optim.zero_grad(set_to_none=True)
         self.actor_scaler.scale(actor_loss).backward()
         self.actor_scaler.step(self.actor_optim)

@@ -50,6 +50,16 @@ class SACAgent(SoftActorCriticBase):
             min_qf_next_target = torch.min(qf1_next_target, qf2_next_target) - alpha * next_log_pi
             return rew + discount * (1.0 - done) * min_qf_next_target
 
+    def actor_loss(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Policy loss ``J_pi`` (eq. 7, with the reparameterised sample), and ``log pi`` ``[B]``:
+        ``mean(alpha * log pi(a|s) - min_i Q_i(s, a))``, ``a = tanh(mean(s) + std(s) * eps)``, ``eps ~ N(0, I)``.
+        Gradients reach the actor only (through ``a``), not the critics."""
+        alpha = self.log_alpha.detach().exp()
+        with self.autocast():
+            pi, log_pi = self.actor(obs)
+            qf1_pi, qf2_pi = self.critic(obs, pi, detach_params=True).float()  # [B] each
+        return (alpha * log_pi - torch.min(qf1_pi, qf2_pi)).mean(), log_pi
+
     def update(self, batch: Batch) -> UpdateResult:
         obs, act, rew, next_obs, done, discount, weights = self.unpack(batch)
 
@@ -68,10 +78,7 @@ class SACAgent(SoftActorCriticBase):
 
         # --- policy update: J_pi (eq. 7) with the reparameterised sample
         alpha = self.log_alpha.detach().exp()
-        with self.autocast():
-            pi, log_pi = self.actor(obs)
-            qf1_pi, qf2_pi = self.critic(obs, pi, detach_params=True).float()  # [B] each
-        actor_loss = (alpha * log_pi - torch.min(qf1_pi, qf2_pi)).mean()
+        actor_loss, log_pi = self.actor_loss(obs)
         self.actor_optim.zero_grad(set_to_none=True)
         self.actor_scaler.scale(actor_loss).backward()
         self.actor_scaler.step(self.actor_optim)

@@ -10,7 +10,6 @@ observations) is measured in the same run as a reference. For PPO,
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Callable
@@ -20,14 +19,6 @@ import numpy as np
 
 HIDDEN = [256, 256]
 POOL = 20_000
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--algo", choices=["sac", "redq", "ppo"], default="sac", help="algorithm to measure")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measuring time of each timed part, seconds")
-    parser.add_argument("--batch", type=int, default=256, help="batch (minibatch for PPO) size")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = one per core")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda or auto")
 
 
 def _lidar_spaces():
@@ -69,10 +60,10 @@ def _measure(parts: dict[str, tuple[Callable[[], Any], int]], seconds: float, ro
 
 
 def _replay_sampler(obs_space, batch_size: int, device):
-    """A function returning a random :class:`~evo_rl.algos.Batch` from a preallocated pool."""
+    """A function returning a random :class:`~evo_rl.memory.Batch` from a preallocated pool."""
     import torch
 
-    from evo_rl.algos import Batch
+    from evo_rl.memory import Batch
 
     gen = np.random.default_rng(0)
     obs = tuple(
@@ -82,11 +73,17 @@ def _replay_sampler(obs_space, batch_size: int, device):
     next_obs = tuple(torch.roll(o, 1, dims=0) for o in obs)
     act = torch.as_tensor(gen.uniform(-1, 1, (POOL, 3)).astype(np.float32), device=device)  # [POOL, 3]
     rew = torch.as_tensor(gen.normal(size=POOL).astype(np.float32), device=device)  # [POOL]
-    done = torch.as_tensor((gen.random(POOL) < 0.01).astype(np.float32), device=device)  # [POOL]
+    terminated = torch.as_tensor((gen.random(POOL) < 0.01).astype(np.float32), device=device)  # [POOL]
 
-    def sample() -> Batch:
+    def sample() -> Batch:  # discount (gamma), weights (ones) and indices left out
         idx = torch.randint(POOL, (batch_size,), device=device)
-        return Batch(tuple(o[idx] for o in obs), act[idx], rew[idx], tuple(o[idx] for o in next_obs), done[idx])
+        return Batch(
+            obs=tuple(o[idx] for o in obs),
+            act=act[idx],
+            rew=rew[idx],
+            next_obs=tuple(o[idx] for o in next_obs),
+            terminated=terminated[idx],
+        )
 
     return sample
 
@@ -174,26 +171,26 @@ def _sb3_sac_step(batch_size: int, device) -> tuple[Callable[[], Any], int]:
     return (lambda: model.train(gradient_steps=10, batch_size=batch_size)), 10
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Measure and return ``{"algo", "updates_per_s", "sb3_sac_updates_per_s", ...}``."""
+def run(*, algo: str = "sac", seconds: float = 10.0, batch: int = 256, threads: int = 0, device: str = "cpu") -> dict:
+    """Measure ``algo`` (sac, redq or ppo) and return ``{"algo", "updates_per_s", "sb3_sac_updates_per_s", ...}``.
+
+    ``seconds`` of measuring per timed part, ``batch`` (minibatch for PPO) size, ``threads`` torch CPU
+    threads (0: one per core), ``device`` cpu, cuda or auto.
+    """
     import torch
 
     from evo_rl.algos.base import resolve_device
 
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     torch.manual_seed(0)
-    device = resolve_device(args.device)
-    parts = {
-        "updates_per_s": _ppo_step(args.batch, device)
-        if args.algo == "ppo"
-        else _off_policy_step(args.algo, args.batch, device)
-    }
-    if args.algo == "redq":
-        parts["sac_updates_per_s"] = _off_policy_step("sac", args.batch, device)
-    parts["sb3_sac_updates_per_s"] = _sb3_sac_step(args.batch, device)
-    result: dict[str, Any] = {"algo": args.algo, "batch": args.batch, "device": str(device)}
-    result.update(_measure(parts, args.seconds))
-    if args.algo == "redq":
+    dev = resolve_device(device)
+    parts = {"updates_per_s": _ppo_step(batch, dev) if algo == "ppo" else _off_policy_step(algo, batch, dev)}
+    if algo == "redq":
+        parts["sac_updates_per_s"] = _off_policy_step("sac", batch, dev)
+    parts["sb3_sac_updates_per_s"] = _sb3_sac_step(batch, dev)
+    result: dict[str, Any] = {"algo": algo, "batch": batch, "device": str(dev)}
+    result.update(_measure(parts, seconds))
+    if algo == "redq":
         result["redq_cost_vs_sac"] = result["sac_updates_per_s"] / result["updates_per_s"]
     result["torch_threads"] = torch.get_num_threads()
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}

@@ -1,7 +1,7 @@
 """``evo-rl bench replay``: replay memory speed against Stable-Baselines3's ReplayBuffer.
 
 Both memories are filled with the same number of transitions of the same shapes and
-sampled in batches of ``--batch-size`` in the same process:
+sampled in batches of ``batch_size`` (``--batch-size``) in the same process:
 
 - ``lidar``: EVO RL stores speed, one LIDAR frame (19 beams) and the action per step
   and rebuilds the 4-frame history and 2 previous actions when sampling; SB3 stores
@@ -10,27 +10,17 @@ sampled in batches of ``--batch-size`` in the same process:
   rebuilds the (4, 64, 64) stack; SB3 stores (4, 64, 64) uint8 observations.
 
 Reported: microseconds per sampled batch (the fastest of 20 timed blocks) and the
-transitions inserted per second by batched ``add`` calls of ``--n-envs`` cars.
+transitions inserted per second by batched ``add`` calls of ``n_envs`` (``--n-envs``) cars.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
 import numpy as np
 
 HIST, BEAMS, ACT_BUF, IMG = 4, 19, 2, 64
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--transitions", type=int, default=100_000, help="transitions in each LIDAR memory")
-    parser.add_argument("--image-transitions", type=int, default=100_000, help="transitions in each image memory")
-    parser.add_argument("--batch-size", type=int, default=256, help="transitions per sampled batch")
-    parser.add_argument("--n-envs", type=int, default=16, help="cars per insert call")
-    parser.add_argument("--samples", type=int, default=2000, help="timed LIDAR batches (image: a tenth)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data and of sampling")
 
 
 def _layouts() -> dict[str, Any]:
@@ -99,8 +89,21 @@ def _time_us(fn: Any, batch: int, samples: int, blocks: int = 20) -> float:
     return best * 1e6
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Fill EVO RL's and SB3's memories with the same shapes, time sampling and inserts."""
+def run(
+    *,
+    transitions: int = 100_000,
+    image_transitions: int = 100_000,
+    batch_size: int = 256,
+    n_envs: int = 16,
+    samples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fill EVO RL's and SB3's memories with the same shapes, time sampling and inserts.
+
+    ``transitions`` / ``image_transitions`` in each LIDAR / image memory, ``batch_size`` per
+    sampled batch, ``n_envs`` cars per insert call, ``samples`` timed LIDAR batches (image: a
+    tenth), ``seed`` of the data and of sampling.
+    """
     import torch
     from gymnasium import spaces
     from stable_baselines3.common.buffers import ReplayBuffer
@@ -108,9 +111,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from evo_rl.memory import ReplayMemory
 
     torch.set_num_threads(1)
-    rng = np.random.default_rng(args.seed)
-    np.random.seed(args.seed)  # SB3 samples with NumPy's global generator
-    n, b = args.n_envs, args.batch_size
+    rng = np.random.default_rng(seed)
+    np.random.seed(seed)  # SB3 samples with NumPy's global generator
+    n, b = n_envs, batch_size
     layouts = _layouts()
     act_space = spaces.Box(-1, 1, (3,), np.float32)
     flat_dim = 1 + HIST * BEAMS + ACT_BUF * 3
@@ -119,33 +122,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "image": (spaces.Box(0, 255, (HIST, IMG, IMG), np.uint8), (HIST, IMG, IMG), np.uint8),
     }
     result: dict[str, Any] = {}
-    for name, size, samples in (
-        ("lidar", args.transitions, args.samples),
-        ("image", args.image_transitions, max(20, args.samples // 10)),
+    for name, size, batches in (
+        ("lidar", transitions, samples),
+        ("image", image_transitions, max(20, samples // 10)),
     ):
         steps = -(-size // n)
-        mem = ReplayMemory(layouts[name], size, n, seed=args.seed)
+        mem = ReplayMemory(layouts[name], size, n, seed=seed)
         spent = _fill_evo(mem, layouts[name], steps, n, rng)
-        evo_us = _time_us(mem.sample, b, samples)
+        evo_us = _time_us(mem.sample, b, batches)
         entry = {"evo_us": round(evo_us, 1), "evo_mib": round(mem.nbytes(mem.layout, mem.capacity) / 2**20)}
         if name == "lidar":
             result["insert_per_s"] = round(steps * n / spent)
-            per = ReplayMemory(layouts[name], size, n, prioritized=True, nstep=3, seed=args.seed)
+            per = ReplayMemory(layouts[name], size, n, prioritized=True, nstep=3, seed=seed)
             _fill_evo(per, layouts[name], steps, n, rng)
-            entry["evo_per_nstep3_us"] = round(_time_us(per.sample, b, samples), 1)
+            entry["evo_per_nstep3_us"] = round(_time_us(per.sample, b, batches), 1)
             del per
         del mem
         space, shape, dtype = sb3_spaces[name]
         buf = ReplayBuffer(size, space, act_space, device="cpu", n_envs=n, handle_timeout_termination=False)
         _fill_sb3(buf, shape, dtype, steps, n, rng)
-        entry["sb3_us"] = round(_time_us(buf.sample, b, samples), 1)
+        entry["sb3_us"] = round(_time_us(buf.sample, b, batches), 1)
         arrays = (buf.observations, buf.next_observations, buf.actions, buf.rewards, buf.dones, buf.timeouts)
         entry["sb3_mib"] = round(sum(a.nbytes for a in arrays) / 2**20)
         del buf
         result[name] = entry
     result["settings"] = {
-        "transitions": args.transitions,
-        "image_transitions": args.image_transitions,
+        "transitions": transitions,
+        "image_transitions": image_transitions,
         "batch_size": b,
         "n_envs": n,
         "torch_threads": 1,

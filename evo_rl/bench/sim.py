@@ -12,7 +12,6 @@ wall-clock time (on a machine busy with other work the two differ).
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -20,14 +19,7 @@ import numpy as np
 
 from evo_rl.config import EvoConfig
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``evo-rl bench sim``."""
-    parser.add_argument("--cars", type=int, default=4096, help="cars stepped together (default 4096)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds of stepping (default 10)")
-    parser.add_argument("--obs", choices=["lidar", "full"], default="lidar", help="LIDAR or 64x64 camera observations")
-    parser.add_argument("--track", default="evo-test", help="built-in track name or .track path (default evo-test)")
-    parser.add_argument("--threads", type=int, default=0, help="numba threads; 0 = all cores")
+OBS = ("lidar", "full")  # observations a run can time: LIDAR or camera frames
 
 
 def _driver(world: Any, beams: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -42,28 +34,43 @@ def _driver(world: Any, beams: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def run(args: argparse.Namespace, cfg: EvoConfig | None = None) -> dict[str, Any]:
-    """Run the benchmark on ``cfg`` (default: the default config); returns the JSON-ready result."""
+def run(
+    cfg: EvoConfig | None = None,
+    *,
+    cars: int = 4096,
+    seconds: float = 10.0,
+    obs: str = "lidar",
+    track: str = "evo-test",
+    threads: int = 0,
+) -> dict[str, Any]:
+    """Step ``cars`` cars for ``seconds`` timed seconds; returns the JSON-ready result.
+
+    ``cfg`` (default: the default config) gives every other setting, e.g. the reward to compare;
+    ``obs`` is ``lidar`` or ``full`` (camera frames), ``track`` a built-in name or a ``.track`` path,
+    ``threads`` numba's threads (0: all cores).
+    """
     import numba
 
     from evo_rl.envs.vector import VecTrackEnv
     from evo_rl.errors import EvoError
     from evo_rl.sim.catalog import get_track
 
-    if args.cars < 1 or args.seconds <= 0:
-        raise EvoError(f"--cars must be >= 1 and --seconds > 0, got {args.cars} and {args.seconds}")
+    if cars < 1 or seconds <= 0:
+        raise EvoError(f"bench sim: cars must be >= 1 and seconds > 0, got {cars} and {seconds}")
+    if obs not in OBS:
+        raise EvoError(f"bench sim: obs must be one of {list(OBS)}, got {obs!r}")
     cfg = cfg.model_copy(deep=True) if cfg is not None else EvoConfig()
-    cfg.env.flavour = args.obs
-    cfg.env.n_envs = args.cars
-    cfg.env.track = args.track
-    cfg.sim.threads = args.threads
-    track = get_track(args.track)
+    cfg.env.flavour = obs
+    cfg.env.n_envs = cars
+    cfg.env.track = track
+    cfg.sim.threads = threads
+    road = get_track(track)
 
-    env = VecTrackEnv(cfg, track=track)
+    env = VecTrackEnv(cfg, track=road)
     world = env.world
     env.reset(seed=0)
-    actions = np.zeros((args.cars, 3), np.float32)  # [N, 3]
-    beams = np.zeros((args.cars, world.n_beams), np.float32)  # [N, B]
+    actions = np.zeros((cars, 3), np.float32)  # [N, 3]
+    beams = np.zeros((cars, world.n_beams), np.float32)  # [N, B]
 
     def act() -> np.ndarray:
         return _driver(world, world.lidar(out=beams), actions)
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace, cfg: EvoConfig | None = None) -> dict[str, Any
         env.step(act())
 
     steps, timed, cpu, finished = 0, 0.0, 0.0, 0
-    while timed < args.seconds:
+    while timed < seconds:
         a = act()
         t0, c0 = time.perf_counter(), time.process_time()
         _, _, terminated, _, _ = env.step(a)
@@ -82,10 +89,10 @@ def run(args: argparse.Namespace, cfg: EvoConfig | None = None) -> dict[str, Any
         finished += int(terminated.sum())
 
     # the simulator alone: physics + sensor, no observation buffers or rewards
-    frames = np.empty((args.cars, cfg.camera.height, cfg.camera.width), np.uint8) if args.obs == "full" else beams
-    sensor = world.images if args.obs == "full" else world.lidar
+    frames = np.empty((cars, cfg.camera.height, cfg.camera.width), np.uint8) if obs == "full" else beams
+    sensor = world.images if obs == "full" else world.lidar
     sim_steps, sim_timed = 0, 0.0
-    while sim_timed < min(2.0, args.seconds / 2):
+    while sim_timed < min(2.0, seconds / 2):
         a = act()
         t0 = time.perf_counter()
         world.step(a)
@@ -94,13 +101,13 @@ def run(args: argparse.Namespace, cfg: EvoConfig | None = None) -> dict[str, Any
         sim_steps += 1
         world.reset(world.finished)
 
-    rate = steps * args.cars / timed
+    rate = steps * cars / timed
     return {
         "bench": "sim",
         "scope": "VecTrackEnv.step: physics, sensor, observation buffers, rewards, auto-reset",
-        "obs": args.obs,
-        "track": track.name,
-        "cars": args.cars,
+        "obs": obs,
+        "track": road.name,
+        "cars": cars,
         "threads": numba.get_num_threads(),
         "substeps": cfg.sim.substeps,
         "reward": [t.term for t in cfg.reward],
@@ -109,7 +116,7 @@ def run(args: argparse.Namespace, cfg: EvoConfig | None = None) -> dict[str, Any
         "episodes_finished": finished,
         "car_steps_per_s": round(rate),
         "realtime_factor": round(rate / 20.0, 1),
-        "car_steps_per_cpu_s": round(steps * args.cars / max(cpu, 1e-9)),
-        "sim_only_car_steps_per_s": round(sim_steps * args.cars / sim_timed),
+        "car_steps_per_cpu_s": round(steps * cars / max(cpu, 1e-9)),
+        "sim_only_car_steps_per_s": round(sim_steps * cars / sim_timed),
         "mean_speed_kmh": round(float(world.speed().mean() * 3.6), 1),
     }

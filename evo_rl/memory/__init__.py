@@ -18,7 +18,10 @@ Public API::
 flat; images stay uint8), ``act`` [B, 3], ``rew`` [B] (discounted n-step return),
 ``terminated`` [B] float, ``discount`` [B] (``gamma^k``, 0 where terminated), ``weights``
 [B] (importance sampling; ones when uniform) and ``indices`` [B]. The SAC target is
-``rew + discount * V(next_obs)``. See docs/memory.md for the design.
+``rew + discount * V(next_obs)``. ``Batch`` is also what off-policy agents learn from
+(``evo_rl.algos.OffPolicyAgent.update``): other producers may leave ``discount``
+(then ``gamma``), ``weights`` (then ones) and ``indices`` as None. See docs/memory.md
+for the design.
 """
 
 from evo_rl.memory.layout import ObsField, ObsLayout

@@ -442,9 +442,16 @@ class ReplayMemory:
         else:
             act_b = act_t.to(self.device, non_blocking=self._pin)
             ret_b, term_b, disc_b, w_b = scal_t.to(self.device, non_blocking=self._pin).unbind(0)
-        if lay.flat:
-            return Batch(obs[0], act_b, ret_b, after[0], term_b, disc_b, w_b, torch.from_numpy(idx))
-        return Batch(tuple(obs), act_b, ret_b, tuple(after), term_b, disc_b, w_b, torch.from_numpy(idx))
+        return Batch(
+            obs=obs[0] if lay.flat else tuple(obs),
+            act=act_b,
+            rew=ret_b,
+            next_obs=after[0] if lay.flat else tuple(after),
+            terminated=term_b,
+            discount=disc_b,
+            weights=w_b,
+            indices=torch.from_numpy(idx),
+        )
 
     def _empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor | None, np.ndarray]:
         """An output array; for a non-CPU device also the (pinned, for CUDA) tensor it views."""

@@ -213,7 +213,7 @@ class Trainer:
             layout = ObsLayout.from_space(
                 self.env.single_observation_space, cfg.env.hist_len, cfg.env.act_buf_len, cfg.env.flavour
             )
-            gamma = self.agent.config.gamma  # the algorithm's discount, for n-step returns
+            gamma = self.agent.gamma  # the algorithm's discount, for n-step returns (OffPolicyAgent.gamma)
             self.memory = ReplayMemory.from_config(
                 cfg.memory, layout, self.n_envs, gamma, str(self.agent.device), cfg.train.seed
             )
@@ -280,7 +280,7 @@ class Trainer:
             path = self.checkpoints.save(tensors, state, score=score, replay=replay)
         except OSError as e:
             self.save_failures += 1
-            kept = self.checkpoints.list()
+            kept = self.checkpoints.saved()
             last = f"the last good checkpoint is still {kept[0].name}" if kept else "the run has no checkpoint yet"
             why = "the disk is full" if e.errno == errno.ENOSPC else f"{type(e).__name__}: {e}"
             self.dashboard.message(

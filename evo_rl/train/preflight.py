@@ -21,7 +21,7 @@ import numpy as np
 from gymnasium import spaces
 from pydantic import ValidationError
 
-from evo_rl.config import EvoConfig, import_object
+from evo_rl.config import EvoConfig
 from evo_rl.errors import ConfigError, EvoError
 
 BUILTIN_ON_POLICY = {"ppo"}
@@ -52,7 +52,7 @@ def check_startup(cfg: EvoConfig, new_run: bool = True) -> None:
     if device is not None:
         check(_amp, cfg, device)
         if agent_class is not None:
-            on_policy = hasattr(agent_class, "make_rollout")
+            on_policy = agent_class.on_policy  # OnPolicyAgent / OffPolicyAgent (evo_rl.algos.agent_class)
             check(_memory_fits, cfg, on_policy, device)
     if new_run:
         check(check_runs_dir, cfg.train.runs_dir)
@@ -119,17 +119,9 @@ def _reward_discount(cfg: EvoConfig) -> None:
 
 
 def _agent_class(cfg: EvoConfig) -> Any:
-    from evo_rl.algos.factory import AGENTS
+    from evo_rl.algos.factory import agent_class
 
-    name = cfg.algo.name
-    if name in AGENTS:
-        return AGENTS[name]
-    if ":" not in name:
-        raise ConfigError(f"algo.name {name!r} is neither {', '.join(AGENTS)} nor an import path module:Class")
-    agent_class = import_object(name, "algo.name")
-    if not callable(agent_class):
-        raise ConfigError(f"algo.name {name!r} does not name a class")
-    return agent_class
+    return agent_class(cfg.algo.name)  # checked against the agent protocols
 
 
 def _device(cfg: EvoConfig) -> Any:
