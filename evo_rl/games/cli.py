@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Developer mode; docs/games.md explains, and how to use TMRL's signed plugin instead.",
     )
     install.add_argument("--dir", default=None, help="OpenPlanet's Plugins folder (default: found automatically)")
-    install.add_argument("--source", default=None, help="folder of the plugin sources (default: evo_rl/games/tm2020/plugin)")
+    install.add_argument(
+        "--source", default=None, help="folder of the plugin sources (default: evo_rl/games/tm2020/plugin)"
+    )
     install.add_argument("--json", action="store_true", help="print one JSON object")
     install.set_defaults(func=_install)
 

@@ -385,7 +385,9 @@ def plugin_source_dir() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print or write the plugin's Record.as, generated from the tables.")
-    parser.add_argument("--write", action="store_true", help=f"write evo_rl/games/tm2020/plugin/{RECORD_AS} instead of printing")
+    parser.add_argument(
+        "--write", action="store_true", help=f"write evo_rl/games/tm2020/plugin/{RECORD_AS} instead of printing"
+    )
     args = parser.parse_args(argv)
     text = angelscript_source()
     if args.write:
