@@ -10,24 +10,14 @@ import sys
 import threading
 import time
 
+from conftest import TINY_TRAIN
+
 from evo_rl.cli import main
 from evo_rl.train.checkpoint import CheckpointManager
 from evo_rl.train.run import resolve_run
 
-SMALL = [
-    "env.n_envs=4",
-    "env.max_steps=40",
-    "memory.capacity=4000",
-    "memory.batch_size=32",
-    "train.start_steps=40",
-    "train.log_every_seconds=0.2",
-    "train.eval_every_minutes=60",
-    "train.total_steps=1000000000",
-    "train.dashboard=plain",
-    "train.torch_threads=1",
-    "sim.threads=1",
-    "algo.sac.hidden=[32, 32]",
-]
+# the shared tiny run, trained until stopped, with the plain dashboard whose lines the test reads
+SMALL = [*TINY_TRAIN, "train.eval_every_minutes=60", "train.total_steps=1000000000", "train.dashboard=plain"]
 STEPS = re.compile(r"steps=(\d+)")
 
 
