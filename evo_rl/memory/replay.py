@@ -517,7 +517,7 @@ class ReplayMemory:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def load(self, path: str | Path) -> None:
         """Restore a memory written by :meth:`save` with the same layout, cars, capacity,
@@ -631,7 +631,7 @@ class ReplayMemory:
         _write_npy(folder / "slots.npy", self._rec[slot])
         for i, store in enumerate(self._frames):  # one field at a time: a copy of the new frames of one field
             _write_npy(folder / f"frame{i}.npy", store[slot])
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return ChunkInfo(start, self._pos.copy(), closed)
 
     def commit_chunk(self, info: ChunkInfo) -> None:
@@ -660,7 +660,7 @@ class ReplayMemory:
             json.dump(meta, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
     def load_chunks(self, folder: str | Path, chunk_dir: str | Path) -> list[tuple[str, ChunkInfo]]:
         """Restore a memory from an index folder (:meth:`write_index`) and the chunks it names,
@@ -805,7 +805,8 @@ def _read_npy(path: Path, dtype: Any, shape: tuple[int | None, ...], small: bool
     return arr
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries to disk (after a rename into it); a no-op where folders have no handle."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # platforms without directory handles

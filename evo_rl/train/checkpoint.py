@@ -46,6 +46,7 @@ import torch
 
 from evo_rl.algos.state import load_tensors, save_tensors
 from evo_rl.errors import CheckpointError
+from evo_rl.memory.replay import fsync_dir
 
 MANIFEST = "manifest.json"
 AGENT_FILE = "agent.safetensors"
@@ -97,17 +98,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
@@ -115,7 +105,7 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _files(root: Path) -> list[Path]:
@@ -288,9 +278,9 @@ class CheckpointManager:
                 "chunks": {n: self._chunks[n][1] for n in names},
             }
             _write_json_atomic(tmp / MANIFEST, manifest)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.replace(tmp, final)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -311,7 +301,7 @@ class CheckpointManager:
                 return
             files = _entries(tmp)
             os.replace(tmp, self.chunk_dir / name)
-            _fsync_dir(self.chunk_dir)
+            fsync_dir(self.chunk_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
