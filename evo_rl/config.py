@@ -96,6 +96,11 @@ class LidarConfig(Section):
     beams: int = Field(19, ge=1, le=256, description="number of beams for the fan layout (tires: always 19)")
     fov_deg: float = Field(180.0, gt=0, le=360, description="field of view of the fan layout, degrees")
     range: float = Field(100.0, gt=0, description="maximum distance a beam reports, m")
+    kind: Literal["geometric", "tmrl"] = Field(
+        "geometric",
+        description="geometric: beams against the track model, m; tmrl: TMRL's TM20LIDAR, 19 beams over the "
+        "cockpit picture, px (the simulator draws it; a game captures its window)",
+    )
 
 
 class CameraConfig(Section):
@@ -112,7 +117,14 @@ class CameraConfig(Section):
 
 
 class EnvConfig(Section):
-    track: str = Field("evo-test", description="built-in track name or path to a .track file")
+    source: Literal["sim", "tm2020"] = Field(
+        "sim", description="car source: sim (the built-in simulator) or tm2020 (TrackMania 2020, settings in game)"
+    )
+    track: str | None = Field(
+        "evo-test",
+        description="built-in track name or path to a .track file; for a game, the map's track model "
+        "(`evo-rl game tm2020 record-track`), or null for none",
+    )
     flavour: Literal["lidar", "lidar_progress", "full"] = Field(
         "lidar", description="observation layout: TMRL's TM20LIDAR, TM20LIDARPROGRESS or TM20FULL"
     )
@@ -130,6 +142,41 @@ class EnvConfig(Section):
     )
     start_yaw_deg: float = Field(
         2.0, ge=0, le=45, description="largest random heading offset at an episode start, degrees"
+    )
+
+
+class GameConfig(Section):
+    protocol: Literal["evo", "tmrl"] = Field(
+        "evo", description="evo: the EVO RL OpenPlanet plugin; tmrl: TMRL's signed TMRL_GrabData plugin"
+    )
+    port: int | None = Field(
+        None, ge=1, le=65535, description="telemetry port on 127.0.0.1; null: 9100 (evo) or 9000 (tmrl)"
+    )
+    input: Literal["gamepad", "keyboard", "virtual"] = Field(
+        "gamepad", description="gamepad (vgamepad), keyboard, or virtual (a virtual game's input port)"
+    )
+    input_port: int | None = Field(
+        None, ge=1, le=65535, description="virtual input and screen port; null: the telemetry port + 1"
+    )
+    screen: Literal["none", "window", "virtual"] = Field(
+        "none",
+        description="none, window (mss capture of the game window) or virtual (a virtual game's screen); "
+        "needed by lidar.kind: tmrl and env.flavour: full",
+    )
+    window_width: int = Field(958, ge=64, description="game window client width, px (TMRL's LIDAR: 958)")
+    window_height: int = Field(488, ge=64, description="game window client height, px (TMRL's LIDAR: 488)")
+    obs_capture: float = Field(
+        0.04, gt=0, description="observation captured this long after a control step starts, s (TMRL: 0.04)"
+    )
+    timeout_factor: float = Field(
+        1.0, gt=0, description="rtgym: a step later than this many control steps counts as timed out"
+    )
+    record_timeout: float = Field(2.0, gt=0, description="seconds without a telemetry record before a step fails")
+    reconnect_timeout: float = Field(
+        60.0, gt=0, description="seconds an episode start waits for a game that stopped answering to come back"
+    )
+    time_scale: float = Field(
+        1.0, ge=0.01, le=100, description="virtual games only: game seconds per real second (tests: 5)"
     )
 
 
@@ -365,6 +412,7 @@ class EvoConfig(Section):
     algo: AlgoConfig = Field(default_factory=AlgoConfig, description="learning algorithm")
     memory: MemoryConfig = Field(default_factory=MemoryConfig, description="replay memory")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training loop")
+    game: GameConfig = Field(default_factory=GameConfig, description="a live game (env.source: tm2020)")
 
     @field_validator("reward")
     @classmethod

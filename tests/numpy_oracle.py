@@ -177,7 +177,7 @@ def step(world: Any, actions: np.ndarray) -> dict[str, np.ndarray]:
     yaw, steer, gear = st["yaw"], st["steer"], st["gear"].astype(np.int64)
     q0 = st["quad"].astype(np.int64)
     q = q0.copy()
-    done, clock = st["finished"].copy(), st["race_time"].copy()
+    done, clock = st["finished"].copy(), st["race_ticks"].copy()
     contact = np.zeros(len(x), bool)
     yaw_rate, rpm = st["yaw_rate"], st["rpm"]
     cs, sn = np.cos(yaw), np.sin(yaw)
@@ -192,7 +192,7 @@ def step(world: Any, actions: np.ndarray) -> dict[str, np.ndarray]:
         yaw = yaw + yaw_rate * h
         yaw = np.where(yaw >= math.pi, yaw - 2.0 * math.pi, np.where(yaw < -math.pi, yaw + 2.0 * math.pi, yaw))
         cs, sn = rotate(cs, sn, yaw_rate * h)
-        clock = np.where(done, clock, clock + h)
+        clock = np.where(done, clock, clock + 1)
         done = done | ((q_prev < track.finish) & (track.finish <= q))
     cps = np.sort(np.asarray(track.checkpoints, np.int64))
     count = np.searchsorted(cps, np.arange(track.n_quads), side="right")  # [M]
@@ -200,7 +200,7 @@ def step(world: Any, actions: np.ndarray) -> dict[str, np.ndarray]:
     pos = np.stack([x, y], axis=1)
     st.update(
         pos=pos, vel=np.stack([vx, vy], axis=1), yaw=yaw, yaw_rate=yaw_rate, steer=steer, gear=gear, rpm=rpm,
-        quad=q, wall_contact=contact, finished=done, race_time=clock,
+        quad=q, wall_contact=contact, finished=done, race_ticks=clock,
         cp_forward=np.maximum(ahead, 0), cp_backward=np.maximum(-ahead, 0),
         checkpoints=np.maximum(st["checkpoints"], count[q]),
         progress_s=progress(world.edges, track.s, q, pos), lateral=lateral(track.center, q, pos),

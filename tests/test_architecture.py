@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "memory": {"config", "errors"},
     "nets": {"config", "errors"},
     "algos": {"nets", "memory", "config", "errors"},
-    "train": {"algos", "memory", "envs", "rewards", "sim", "config", "errors"},
+    "train": {"algos", "memory", "envs", "games", "rewards", "sim", "config", "errors"},
     "games": {"envs", "rewards", "sim", "config", "errors"},
     "bench": {"algos", "memory", "envs", "rewards", "sim", "games", "config", "errors"},
     "cli": {"train", "bench", "games", "algos", "memory", "envs", "rewards", "sim", "config", "errors", "evo_rl"},

@@ -22,6 +22,7 @@ from evo_rl.envs.spaces import observation_space, tuple_observation_space
 from evo_rl.errors import ConfigError, EvoError
 from evo_rl.rewards.base import RewardOutput
 from evo_rl.sim.track import Track
+from evo_rl.sim.world import World
 
 DT = 0.05
 
@@ -34,10 +35,21 @@ def straight_track(n_quads: int = 40, spacing: float = 2.0, width: float = 10.0)
 
 
 class FakeWorld:
-    """Cars on a straight strip along +x: gas/brake change the speed, steer moves sideways."""
+    """A car source (evo_rl.envs.source.CarSource): cars on a straight strip along +x; gas/brake change
+    the speed, steer moves sideways."""
+
+    name = "fake"
+    provides = World.provides
+    realtime = False
+    dt = DT
 
     def __init__(self, track: Track, n: int, analog: bool = False, beams: int = 5, hw: tuple[int, int] = (8, 10)):
         self.track, self.n, self.analog, self.beams, self.hw, self.range = track, n, analog, beams, hw, 100.0
+        self.n_envs = n
+        self.quad = np.zeros(n, np.int32)
+        self.cp_forward = np.zeros(n, np.int32)
+        self.cp_backward = np.zeros(n, np.int32)
+        self.airborne = np.zeros(n, bool)
         self.pos = np.zeros((n, 2))
         self.yaw = np.zeros(n)
         self.vel = np.zeros((n, 2))
@@ -48,7 +60,7 @@ class FakeWorld:
         self.wall_contact = np.zeros(n, bool)
         self.checkpoints = np.zeros(n, np.int32)
         self.finished = np.zeros(n, bool)
-        self.race_time = np.zeros(n)
+        self.race_time_ms = np.zeros(n, np.int64)
         self.last_actions = np.zeros((n, 3), np.float32)
 
     def reset(self, mask: np.ndarray | None = None, lateral: np.ndarray | None = None, yaw: np.ndarray | None = None):
@@ -64,7 +76,7 @@ class FakeWorld:
         self.wall_contact[m] = False
         self.checkpoints[m] = 0
         self.finished[m] = False
-        self.race_time[m] = 0.0
+        self.race_time_ms[m] = 0
 
     def step(self, actions: np.ndarray) -> None:
         a = np.asarray(actions, np.float32)
@@ -89,7 +101,13 @@ class FakeWorld:
         self.rpm[:] = 1500.0 + 400.0 * speed
         self.checkpoints[:] = (self.progress_s >= self.track.s[self.track.checkpoints[0]]).astype(np.int32)
         self.finished |= self.progress_s >= self.track.s[self.track.finish]
-        self.race_time += DT
+        self.race_time_ms += round(DT * 1000)
+
+    def observe(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def speed(self) -> np.ndarray:
         return np.linalg.norm(self.vel, axis=1)
@@ -145,12 +163,12 @@ def make_cfg(flavour: str = "lidar", **env) -> EvoConfig:
 def vec_env(cfg: EvoConfig, n: int, autoreset: bool = True, **track_kw) -> VecTrackEnv:
     track = straight_track(**track_kw)
     world = FakeWorld(track, n, analog=cfg.env.controls == "analog")
-    return VecTrackEnv(cfg, n, track=track, world=world, rewards=FakeRewards(n), autoreset=autoreset)
+    return VecTrackEnv(cfg, n, track=track, source=world, rewards=FakeRewards(n), autoreset=autoreset)
 
 
 def single_env(cfg: EvoConfig, render_mode: str | None = None) -> TrackEnv:
     track = straight_track()
-    return TrackEnv(cfg, track=track, render_mode=render_mode, world=FakeWorld(track, 1), rewards=FakeRewards(1))
+    return TrackEnv(cfg, track=track, render_mode=render_mode, source=FakeWorld(track, 1), rewards=FakeRewards(1))
 
 
 FLAVOURS = ["lidar", "lidar_progress", "full"]

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evo_rl.envs.source import CarState, require
 from evo_rl.errors import EvoError
 from evo_rl.games import virtual_link as link
 from evo_rl.games.capture import MssScreen, ScreenBackend, VirtualScreen
 from evo_rl.games.cli import register
 from evo_rl.games.control import GamepadInput, InputBackend, VirtualInput, action_to_inputs
 from evo_rl.games.errors import GameConnectionError, GameError, MissingExtraError, ProtocolError
-from evo_rl.games.source import CarState, require_fields
 from evo_rl.games.tm2020 import install
 from evo_rl.games.tm2020 import protocol as p
 from evo_rl.games.tm2020.client import TM2020Client
@@ -522,12 +522,12 @@ def test_action_to_inputs() -> None:
         action_to_inputs(np.array([0.0, 0.0]))
 
 
-def test_require_fields_names_the_consumer_and_the_source() -> None:
-    require_fields("tm2020", p.EVO_PROVIDES, ["race_time_ms", "checkpoints"], "reward term checkpoint")
-    with pytest.raises(EvoError, match=r"reward term checkpoint needs race_time_ms.*'tm2020-tmrl'"):
-        require_fields("tm2020-tmrl", p.TMRL_PROVIDES, ["race_time_ms"], "reward term checkpoint")
+def test_require_names_the_consumer_and_the_source() -> None:
+    require("tm2020", p.EVO_PROVIDES, ["race_time", "checkpoints"], "reward term checkpoint")
+    with pytest.raises(EvoError, match=r"reward term checkpoint needs checkpoints, race_time.*'tm2020-tmrl'"):
+        require("tm2020-tmrl", p.TMRL_PROVIDES, ["race_time", "checkpoints"], "reward term checkpoint")
     with pytest.raises(EvoError, match="unknown"):
-        require_fields("sim", [], ["nonsense"], "a rule")
+        require("sim", [], ["nonsense"], "a rule")
 
 
 def test_cli_virtual_game_and_watch(capsys: pytest.CaptureFixture[str]) -> None:

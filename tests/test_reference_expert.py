@@ -103,7 +103,7 @@ def test_expert_drives_many_cars_at_once(cfg):
     assert np.all(np.abs(actions) <= 1.0)
     for i in range(n):
         single = World(track, 1, cfg.car, cfg.lidar, cfg.camera, cfg.sim)
-        for name in ("pos", "yaw", "vel", "yaw_rate", "steer", "gear", "rpm", "quad", "progress_s", "race_time"):
+        for name in ("pos", "yaw", "vel", "yaw_rate", "steer", "gear", "rpm", "quad", "progress_s", "race_ticks"):
             getattr(single, name)[0] = getattr(world, name)[i]
         np.testing.assert_allclose(driver.act(single)[0], actions[i], atol=1e-6)
     finish_time = np.full(n, np.nan)

@@ -72,9 +72,14 @@ def ctx_of(w: SimpleNamespace, n: int, step: int = 1, **kw) -> StepContext:
     return StepContext(**fields)
 
 
-def manager(track: Track, n: int, *terms: RewardTermConfig, reference=None, source="sim", **episode) -> RewardManager:
+GAME = frozenset({"position", "velocity", "checkpoints", "finish", "air"})  # what a game without a track model reports
+
+
+def manager(
+    track: Track, n: int, *terms: RewardTermConfig, reference=None, source="sim", provides=None, **episode
+) -> RewardManager:
     ep = EpisodeConfig(**{"no_progress_seconds": None, **episode})
-    m = RewardManager(list(terms), ep, track, n, source=source, reference=reference)
+    m = RewardManager(list(terms), ep, track, n, source=source, reference=reference, provides=provides)
     m.reset(np.ones(n, bool))
     return m
 
@@ -416,7 +421,7 @@ def test_potential_progress_is_zero_at_terminal_states(hairpin: Track) -> None:
 def test_air_time_needs_a_source_that_reports_it(hairpin: Track) -> None:
     with pytest.raises(ConfigError, match=r"air_time.*needs air.*source 'sim'"):
         manager(hairpin, 2, RewardTermConfig(term="air_time"))
-    m = manager(hairpin, 2, RewardTermConfig(term="air_time"), source="game")
+    m = manager(hairpin, 2, RewardTermConfig(term="air_time"), source="game", provides=GAME)
     out = m(ctx_of(world(2, airborne=np.array([True, False])), 2))
     assert out.reward.tolist() == pytest.approx([-0.05, 0.0])
 
@@ -453,8 +458,10 @@ def test_config_errors(hairpin: Track) -> None:
         manager(hairpin, 1, RewardTermConfig(term="lateral_offset", params={"power": -1}))
     with pytest.raises(ConfigError, match="labelled 'speed'"):
         manager(hairpin, 1, RewardTermConfig(term="speed"), RewardTermConfig(term="speed"))
-    with pytest.raises(ConfigError, match="source 'moon' is unknown"):
+    with pytest.raises(ConfigError, match="car source 'moon': say what it provides"):
         manager(hairpin, 1, RewardTermConfig(term="speed"), source="moon")
+    with pytest.raises(ConfigError, match=r"term 'speed' needs track, which the car source 'moon' does not provide"):
+        manager(hairpin, 1, RewardTermConfig(term="speed"), source="moon", provides=GAME)
 
 
 # Custom terms used through their import path (this module is importable as tests.test_rewards

@@ -345,6 +345,9 @@ def test_checkpoints_finish_and_race_time() -> None:
     assert len(forward) * world.dt - world.dt <= crossing
     world.step(gas)
     assert world.race_time[0] == crossing and world.finished[0]
+    # the race clock counts whole milliseconds, as the games do (10 ms physics sub-steps by default)
+    assert world.race_time_ms.dtype == np.int64 and world.race_time_ms[0] % 10 == 0
+    assert world.race_time[0] == world.race_time_ms[0] / 1000 and len(repr(float(world.race_time[0]))) <= 6
     assert world.progress_s[0] - track.s[track.start] > s_finish
     # back over checkpoint 8 in reverse
     world.reset()

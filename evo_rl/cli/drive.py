@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _drive(args: argparse.Namespace) -> int:
-    from evo_rl.sim.catalog import get_track
+    from evo_rl.envs.core import resolve_track
     from evo_rl.sim.expert import run_expert_lap
 
     if args.out is not None and not args.out.lower().endswith(".gif"):
@@ -43,7 +43,7 @@ def _drive(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.track is not None:
         cfg.env.track = args.track
-    track = get_track(cfg.env.track)
+    track = resolve_track(None, cfg)
     lap = run_expert_lap(track, cfg, max_seconds=args.max_seconds)
     lap_time = round(lap.lap_time, 3) if lap.lap_time is not None else None
     result = {

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a policy (default: SAC on evo-test with LIDAR)",
         description=(
-            "Train a policy in the built-in simulator. Writes runs/<name>/: config.yaml, metrics.jsonl, "
+            "Train a policy in the built-in simulator (or in TrackMania 2020: --source tm2020, docs/games.md). Writes runs/<name>/: config.yaml, metrics.jsonl, "
             "TensorBoard logs (tb/), checkpoints/ and policy.safetensors. Ctrl-C saves a checkpoint before "
             "exiting; `evo-rl pause NAME` / `evo-rl resume NAME` pause a running training."
         ),
@@ -39,6 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="RUN",
         default=None,
         help="continue RUN (folder or name) from its last good checkpoint; only train.* overrides are allowed",
+    )
+    p.add_argument(
+        "--source",
+        choices=("sim", "tm2020"),
+        default=None,
+        help="car source (env.source): sim, or tm2020 for TrackMania 2020 (settings in the game section)",
+    )
+    p.add_argument(
+        "--init",
+        metavar="RUN",
+        default=None,
+        help="start from RUN's agent (its last checkpoint) or a policy .safetensors file, e.g. a simulator run",
     )
     p.set_defaults(func=_train)
 
@@ -131,6 +143,10 @@ def _train(args: argparse.Namespace) -> int:
 
     _check_minutes(args.minutes)
     if args.resume is not None:
+        if args.init is not None or args.source is not None:
+            from evo_rl.errors import ConfigError
+
+            raise ConfigError("--resume continues a run as it was; drop --init and --source")
         run, cfg = _resume_config(args)
         check_startup(cfg, new_run=False)
         if args.overrides:
@@ -138,12 +154,14 @@ def _train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, run, resume=True, minutes=args.minutes)
     else:
         cfg = config_from_args(args)
+        if args.source is not None:
+            cfg.env.source = args.source
         if args.minutes is not None:
             cfg.train.minutes = args.minutes
         check_startup(cfg)
         run, created = _new_run(cfg, args.name)
         try:
-            trainer = Trainer(cfg, run, resume=False, minutes=args.minutes)
+            trainer = Trainer(cfg, run, resume=False, minutes=args.minutes, init=args.init)
         except BaseException:
             _discard_new_run(run, created)
             raise

@@ -1,9 +1,12 @@
-"""The batched core shared by :class:`VecTrackEnv` and :class:`TrackEnv`.
+"""The batched core shared by :class:`VecTrackEnv`, :class:`TrackEnv` and the real-time environment.
 
-:class:`TrackCore` owns one :class:`~evo_rl.sim.world.World` of N cars, the
-reward manager and the observation buffers. It steps every car, computes
-rewards and episode ends, and restarts the cars it is told to; it never decides
-when to restart (the environments around it do: auto-reset or the user).
+:class:`TrackCore` owns one car source of N cars (:class:`~evo_rl.envs.source.CarSource`: the
+simulator's :class:`~evo_rl.sim.world.World` unless another is given), the reward manager and the
+observation buffers. It steps every car, computes rewards and episode ends, and restarts the cars
+it is told to; it never decides when to restart (the environments around it do: auto-reset or
+the user). A step is :meth:`TrackCore.apply` (send the actions) then :meth:`TrackCore.settle`
+(wait for the new state where the source is real-time, then score it); :meth:`TrackCore.step` does
+both, as a simulator needs.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from evo_rl.config import EvoConfig
-from evo_rl.envs.observation import Observation, ObservationBuilder
+from evo_rl.envs.observation import Observation, ObservationBuilder, flavour_needs
+from evo_rl.envs.source import CarSource, require
+from evo_rl.errors import ConfigError, EvoError
 from evo_rl.rewards import RewardManager, StepContext
 from evo_rl.sim.track import Track
 from evo_rl.sim.world import check_actions
@@ -38,28 +43,30 @@ def resolve_track(track: Track | str | None, cfg: EvoConfig) -> Track:
         return track
     from evo_rl.sim.catalog import get_track
 
-    return get_track(cfg.env.track if track is None else track)
+    name = cfg.env.track if track is None else track
+    if name is None:
+        raise ConfigError("env.track is null, but the simulator needs a track: name one (`evo-rl tracks list`)")
+    return get_track(name)
 
 
 class TrackCore:
-    """N cars on one track: world, sensors, observation buffers, rewards, episode counters."""
+    """N cars of one source: observation buffers, rewards, episode counters."""
 
     def __init__(
         self,
         cfg: EvoConfig,
         n_envs: int,
         track: Track | str | None = None,
-        world: Any = None,
+        source: CarSource | None = None,
         rewards: Any = None,
     ) -> None:
         self.cfg = cfg
         self.n_envs = n_envs
-        self.track = resolve_track(track, cfg)
-        if world is None:
+        if source is None:
             from evo_rl.sim.world import World
 
-            world = World(
-                self.track,
+            source = World(
+                resolve_track(track, cfg),
                 n_envs,
                 car=cfg.car,
                 lidar=cfg.lidar,
@@ -67,14 +74,30 @@ class TrackCore:
                 sim=cfg.sim,
                 controls=cfg.env.controls,
             )
-        self.world = world
-        self.rewards = rewards if rewards is not None else RewardManager(cfg.reward, cfg.episode, self.track, n_envs)
-        self.dt = cfg.sim.dt
-        self.start_s = float(self.track.s[self.track.start])
-        self.obs = ObservationBuilder(cfg, n_envs, self.start_s, self.track.length)
+        elif source.n_envs != n_envs:
+            raise EvoError(f"the car source {source.name!r} drives {source.n_envs} cars, the environment {n_envs}")
+        self.source: CarSource = source
+        self.track: Track | None = source.track
+        require(source.name, source.provides, flavour_needs(cfg), f"env.flavour: {cfg.env.flavour}")
+        self.rewards = rewards
+        if rewards is None:
+            self.rewards = RewardManager(
+                cfg.reward, cfg.episode, self.track, n_envs, source=source.name, provides=source.provides
+            )
+        self.dt = source.dt
+        self.start_s = float(self.track.s[self.track.start]) if self.track is not None else 0.0
+        self.length = self.track.length if self.track is not None else 0.0
+        self.obs = ObservationBuilder(cfg, n_envs, self.start_s, self.length)
         self.steps = np.zeros(n_envs, np.int64)  # [N] steps of the running episode
         self.episode_return = np.zeros(n_envs, np.float64)  # [N] reward summed over the running episode
         self.prev_action = np.zeros((n_envs, 3), np.float32)  # [N, 3] last applied action, zeros at a start
+        self._prev_s = np.zeros(n_envs)  # [N] progress before the step being applied, m
+        self._prev_pos3 = np.zeros((n_envs, 3))  # [N, 3] position before it
+
+    @property
+    def world(self) -> CarSource:
+        """The car source (the name comes from the simulator's ``World``, the default source)."""
+        return self.source
 
     # ------------------------------------------------------------------ episodes
 
@@ -86,36 +109,46 @@ class TrackCore:
         yaw = np.zeros(self.n_envs)  # [N] rad
         lateral[mask] = rng.uniform(-1.0, 1.0, k) * env.start_lateral
         yaw[mask] = rng.uniform(-1.0, 1.0, k) * np.radians(env.start_yaw_deg)
-        self.world.reset(mask, lateral=lateral, yaw=yaw)
+        self.source.reset(mask, lateral=lateral, yaw=yaw)
         self.rewards.reset(mask)
         self.steps[mask] = 0
         self.episode_return[mask] = 0.0
         self.prev_action[mask] = 0.0
-        self.obs.sense(self.world, rows=mask)
+        self.obs.sense(self.source, rows=mask)
         self.obs.restart(mask)
 
     # ------------------------------------------------------------------ stepping
 
     def step(self, actions: Any) -> StepResult:
         """Advance every car one control step and score it; nothing changes if the actions are invalid."""
+        return self.settle(self.apply(actions))
+
+    def apply(self, actions: Any) -> np.ndarray:
+        """Check ``actions`` [N, 3] and send them to the source; returns them as applied (clipped float32)."""
         a = check_actions(actions, self.n_envs)  # [N, 3] float32, clipped
-        world = self.world
-        prev_s = world.progress_s.copy()  # [N]
-        prev_pos3 = world.position3()  # [N, 3]
-        world.step(a)
+        self._prev_s = self.source.progress_s.copy()
+        self._prev_pos3 = self.source.position3()
+        self.source.step(a)
+        return a
+
+    def settle(self, a: np.ndarray) -> StepResult:
+        """The new state after :meth:`apply` sent ``a``: observation buffers, rewards and episode ends."""
+        source = self.source
+        source.observe()
         self.steps += 1
-        out = self.rewards(StepContext(world, prev_s, prev_pos3, a, self.prev_action, self.steps, self.dt))
+        ctx = StepContext(source, self._prev_s, self._prev_pos3, a, self.prev_action, self.steps, self.dt)
+        out = self.rewards(ctx)
         self.prev_action = a
         reward = np.asarray(out.reward, np.float32)
         self.episode_return += reward
 
-        finished = world.finished.copy()
+        finished = source.finished.copy()
         terminated = finished | out.terminate
         truncated = (self.steps >= self.cfg.env.max_steps) & ~terminated
         end_reason = np.where(finished, END_FINISH, np.where(out.terminate, out.reason, ""))
         end_reason = np.where(truncated, END_TIME_LIMIT, end_reason).astype(str)
 
-        self.obs.sense(world)
+        self.obs.sense(source)
         self.obs.push(a)
         return StepResult(reward, terminated, truncated, dict(out.terms), end_reason)
 
@@ -127,11 +160,16 @@ class TrackCore:
 
     def info(self) -> dict[str, Any]:
         """Batched state of all cars: one array per key, rows are cars."""
-        w = self.world
-        progress = np.clip((w.progress_s - self.start_s) / max(self.track.length, 1e-9), 0.0, 1.0)
+        w = self.source
+        if self.track is not None:
+            progress = np.clip((w.progress_s - self.start_s) / max(self.length, 1e-9), 0.0, 1.0)
+        else:
+            progress = np.zeros(self.n_envs)
+        race_time_ms = np.array(w.race_time_ms, np.int64)  # [N]
         return {
             "checkpoints": np.array(w.checkpoints, np.int32),  # [N]
-            "race_time": np.array(w.race_time, np.float64),  # [N] s
+            "race_time_ms": race_time_ms,  # [N] whole ms, as the games count it
+            "race_time": race_time_ms / 1000.0,  # [N] s
             "finished": np.array(w.finished, bool),  # [N]
             "wall_contact": np.array(w.wall_contact, bool),  # [N]
             "progress": progress.astype(np.float32),  # [N] 0..1

@@ -15,6 +15,12 @@ ENV_IDS = {
     "lidar_progress": "EvoRL-LidarProgress-v0",
     "full": "EvoRL-Full-v0",
 }
+# TrackMania 2020 in real time (evo_rl.games.realtime; the game's settings come from the config's `game` section)
+TM2020_ENV_IDS = {
+    "lidar": "EvoRL-TM2020-Lidar-v0",
+    "lidar_progress": "EvoRL-TM2020-LidarProgress-v0",
+    "full": "EvoRL-TM2020-Full-v0",
+}
 
 
 def resolve_config(config: EvoConfig | str | Path | dict | None = None, **overrides: Any) -> EvoConfig:
@@ -90,3 +96,11 @@ def register_envs() -> None:
             kwargs={"flavour": flavour},
             disable_env_checker=False,
         )
+    for flavour, env_id in TM2020_ENV_IDS.items():
+        if env_id not in gymnasium.registry:
+            gymnasium.register(
+                env_id,
+                entry_point="evo_rl.games.realtime:make_realtime_env",
+                kwargs={"flavour": flavour},
+                disable_env_checker=True,  # the checker would step a live game with random actions
+            )

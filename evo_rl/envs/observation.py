@@ -8,14 +8,22 @@ episode start the history is filled with the first frame and the actions with ze
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from evo_rl.config import EvoConfig
+from evo_rl.envs.source import CarSource
 from evo_rl.envs.spaces import MAX_GEAR, MAX_SPEED_KMH, lidar_beams
 
 Observation = tuple[np.ndarray, ...] | np.ndarray
+
+
+def flavour_needs(cfg: EvoConfig) -> frozenset[str]:
+    """The car-source fields (:data:`evo_rl.envs.source.FIELDS`) the observations of ``cfg.env.flavour`` read."""
+    return {
+        "lidar": frozenset({"speed", "lidar"}),
+        "lidar_progress": frozenset({"speed", "lidar", "track"}),
+        "full": frozenset({"speed", "gear", "rpm", "frames"}),
+    }[cfg.env.flavour]
 
 
 class ObservationBuilder:
@@ -41,7 +49,7 @@ class ObservationBuilder:
         self.history = np.zeros((n_envs, env.hist_len, *frame_shape), frame_dtype)  # [N, hist, ...] oldest first
         self.actions = np.zeros((n_envs, env.act_buf_len, 3), np.float32)  # [N, act_buf_len, 3] oldest first
 
-    def sense(self, world: Any, rows: np.ndarray | None = None) -> None:
+    def sense(self, world: CarSource, rows: np.ndarray | None = None) -> None:
         """Read speed, progress / gearbox and the LIDAR or camera of every car (sensors: of ``rows`` only)."""
         s = self.scalars
         s[:, 0] = np.clip(world.speed() * 3.6, 0.0, MAX_SPEED_KMH)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from evo_rl.errors import EvoError
 from evo_rl.sim.render import TopView
 from evo_rl.sim.track import Track
 
@@ -16,7 +17,7 @@ TOP_VIEW_SIZE = 480  # pixels of the longer side of the top view
 class Renderer:
     """Frames of one environment; the track's top view is drawn once, on first use."""
 
-    def __init__(self, track: Track) -> None:
+    def __init__(self, track: Track | None) -> None:
         self.track = track
         self._view: TopView | None = None
         self._base: Any = None
@@ -29,14 +30,17 @@ class Renderer:
         if mode == "first_person":
             gray = world.images()[0]  # [H, W] uint8
             return np.repeat(gray[:, :, None], 3, axis=2)
+        if self.track is None:
+            raise EvoError(
+                "render_mode rgb_array draws the track model, and this car source has none; use first_person"
+            )
         if self._view is None:
             self._view = TopView(self.track, size=TOP_VIEW_SIZE)
             self._base = self._view.draw_base()
         img = self._base.copy()
-        for i in range(len(world.pos) - 1, -1, -1):  # car 0 last, on top
-            self._view.draw_car(
-                img, world.pos[i], float(world.yaw[i]), color=(255, 60, 60) if i == 0 else (255, 200, 0)
-            )
+        plane = world.position3()[:, [0, 2]]  # [N, 2] simulator (x, y)
+        for i in range(len(plane) - 1, -1, -1):  # car 0 last, on top
+            self._view.draw_car(img, plane[i], float(world.yaw[i]), color=(255, 60, 60) if i == 0 else (255, 200, 0))
         speed = float(world.speed()[0]) * 3.6
-        self._view.draw_text(img, [f"{speed:5.0f} km/h", f"{float(world.race_time[0]):6.2f} s"])
+        self._view.draw_text(img, [f"{speed:5.0f} km/h", f"{int(world.race_time_ms[0]) / 1000:6.2f} s"])
         return np.asarray(img, dtype=np.uint8)

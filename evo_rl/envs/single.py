@@ -11,6 +11,7 @@ from evo_rl.config import EvoConfig
 from evo_rl.envs.core import TrackCore
 from evo_rl.envs.observation import Observation
 from evo_rl.envs.render import RENDER_MODES, Renderer
+from evo_rl.envs.source import CarSource
 from evo_rl.envs.spaces import action_space, observation_space
 from evo_rl.errors import EvoError
 from evo_rl.sim.track import Track
@@ -50,27 +51,27 @@ class TrackEnv(gym.Env):
         track: Track | str | None = None,
         render_mode: str | None = None,
         *,
-        world: Any = None,
+        source: CarSource | None = None,
         rewards: Any = None,
     ) -> None:
         self.cfg = cfg if cfg is not None else EvoConfig()
         if render_mode is not None and render_mode not in RENDER_MODES:
             raise EvoError(f"render_mode {render_mode!r} is not supported; use one of {list(RENDER_MODES)} or None")
         self.render_mode = render_mode
-        self.metadata = {**self.metadata, "render_fps": 1.0 / self.cfg.sim.dt}
-        self.core = TrackCore(self.cfg, 1, track, world=world, rewards=rewards)
+        self.metadata = {**self.metadata, "render_fps": 1.0 / (source.dt if source is not None else self.cfg.sim.dt)}
+        self.core = TrackCore(self.cfg, 1, track, source=source, rewards=rewards)
         self.observation_space = observation_space(self.cfg)
         self.action_space = action_space()
         self._renderer = Renderer(self.core.track)
         self._ended = True
 
     @property
-    def world(self) -> Any:
-        """The simulator world (one car)."""
+    def world(self) -> CarSource:
+        """The car source (the simulator's ``World`` unless another was given)."""
         return self.core.world
 
     @property
-    def track(self) -> Track:
+    def track(self) -> Track | None:
         """The track the car drives."""
         return self.core.track
 

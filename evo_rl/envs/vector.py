@@ -13,6 +13,7 @@ from evo_rl.config import EvoConfig
 from evo_rl.envs.core import TrackCore
 from evo_rl.envs.observation import Observation
 from evo_rl.envs.render import RENDER_MODES, Renderer
+from evo_rl.envs.source import CarSource
 from evo_rl.envs.spaces import action_space, observation_space
 from evo_rl.errors import EvoError
 from evo_rl.sim.track import Track
@@ -43,7 +44,7 @@ class VecTrackEnv(VectorEnv):
         render_mode: str | None = None,
         *,
         autoreset: bool = True,
-        world: Any = None,
+        source: CarSource | None = None,
         rewards: Any = None,
     ) -> None:
         self.cfg = cfg if cfg is not None else EvoConfig()
@@ -57,9 +58,9 @@ class VecTrackEnv(VectorEnv):
         self.metadata = {
             **self.metadata,
             "autoreset_mode": AutoresetMode.SAME_STEP if autoreset else AutoresetMode.DISABLED,
-            "render_fps": 1.0 / self.cfg.sim.dt,
+            "render_fps": 1.0 / (source.dt if source is not None else self.cfg.sim.dt),
         }
-        self.core = TrackCore(self.cfg, self.num_envs, track, world=world, rewards=rewards)
+        self.core = TrackCore(self.cfg, self.num_envs, track, source=source, rewards=rewards)
         self.single_observation_space = observation_space(self.cfg)
         self.single_action_space = action_space()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -68,13 +69,13 @@ class VecTrackEnv(VectorEnv):
         self._started = False
 
     @property
-    def world(self) -> Any:
-        """The simulator world of the N cars."""
+    def world(self) -> CarSource:
+        """The car source of the N cars (the simulator's ``World`` unless another was given)."""
         return self.core.world
 
     @property
-    def track(self) -> Track:
-        """The track every car drives."""
+    def track(self) -> Track | None:
+        """The track model every car drives (None for a game source without one)."""
         return self.core.track
 
     def reset(

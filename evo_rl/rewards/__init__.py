@@ -5,7 +5,7 @@ environment after every ``World.step`` with a :class:`StepContext` and returns a
 :class:`RewardOutput`. See docs/rewards.md.
 """
 
-from evo_rl.rewards.base import SOURCES, TERMS, RewardOutput, RewardTerm, StepContext
+from evo_rl.rewards.base import TERMS, RewardOutput, RewardTerm, StepContext
 from evo_rl.rewards.manager import RewardManager
 from evo_rl.rewards.reference_trajectory import (
     ReferenceTrajectory,
@@ -17,7 +17,6 @@ from evo_rl.rewards.reference_trajectory import (
 from evo_rl.rewards.tmrl_pickle import read_tmrl_pickle
 
 __all__ = [
-    "SOURCES",
     "TERMS",
     "ReferenceTrajectory",
     "RewardManager",

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class StepContext(NamedTuple):
     """The state a reward term reads after one step of N cars."""
 
-    world: Any  # evo_rl.sim.world.World, state after the step
+    world: Any  # the car source (evo_rl.envs.source.CarSource), state after the step
     prev_progress_s: np.ndarray  # [N] progress along the track before the step, m
     prev_pos3: np.ndarray  # [N, 3] game position (x, y, z) before the step
     action: np.ndarray  # [N, 3] float32 action as applied (clipped)
@@ -39,22 +39,13 @@ class RewardOutput(NamedTuple):
     reason: np.ndarray  # [N] object (str), why each episode ended; "" when it goes on
 
 
-# Data each source of steps provides, beyond positions and actions. A term lists what
-# it needs in `needs`; using it with a source that lacks one is a config error.
-SOURCES: dict[str, frozenset[str]] = {
-    # the built-in simulator (evo_rl.sim.world.World)
-    "sim": frozenset({"track", "velocity", "wall_contact", "checkpoints", "finish"}),
-    # TrackMania telemetry: no track model, but the game reports when the car is airborne
-    "game": frozenset({"velocity", "checkpoints", "finish", "air"}),
-}
-
-
 class RewardTerm:
     """Base class of the built-in terms (custom terms may use it too).
 
     A subclass sets ``name``, documents itself in its docstring (first line shown by
     ``evo-rl reward terms``), declares its parameters as the pydantic model
-    ``Params`` and the source data it reads in ``needs``. It is built as
+    ``Params`` and the car-source fields it reads in ``needs`` (names of
+    :data:`evo_rl.envs.source.FIELDS`: a source that lacks one is refused at start-up). It is built as
     ``Term(n_envs, track, reference, **params)``.
     """
 

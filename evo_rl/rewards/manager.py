@@ -13,7 +13,7 @@ from evo_rl.config import CarConfig, EpisodeConfig, RewardTermConfig, import_obj
 from evo_rl.errors import ConfigError, EvoError
 from evo_rl.rewards import terms as _builtin_terms  # noqa: F401 - registers the NumPy terms
 from evo_rl.rewards import trajectory as _trajectory  # noqa: F401 - registers progress_trajectory
-from evo_rl.rewards.base import SOURCES, TERMS, RewardOutput, RewardTerm, StepContext
+from evo_rl.rewards.base import TERMS, RewardOutput, RewardTerm, StepContext
 from evo_rl.rewards.reference_trajectory import ReferenceTrajectory, as_points3, load_reference
 from evo_rl.sim.track import Track
 
@@ -26,11 +26,13 @@ class RewardManager:
     """Weighted sum of reward terms over N cars, with the episode-end rules.
 
     ``terms`` and ``episode`` are the ``reward`` and ``episode`` sections of the
-    config. ``source`` names what produces the steps (``"sim"`` or ``"game"``, see
-    :data:`~evo_rl.rewards.base.SOURCES`); a term that needs data the source lacks
-    is a :class:`~evo_rl.errors.ConfigError` here, at start-up. ``reference`` is a
-    ``[P, 3]`` or ``[P, 2]`` trajectory; when None, ``episode.reference`` names it:
-    null or ``centre`` (the track's centre line), ``racing_line`` (the simulator's
+    config. ``source`` names the car source and ``provides`` what it reports (the
+    names of :data:`evo_rl.envs.source.FIELDS`; None: the simulator's
+    ``World.provides``); a term or rule that needs data the source lacks is a
+    :class:`~evo_rl.errors.ConfigError` here, at start-up, naming both. ``track`` is
+    the source's track model, None when it has none. ``reference`` is a ``[P, 3]``
+    or ``[P, 2]`` trajectory; when None, ``episode.reference`` names it: null or
+    ``centre`` (the track's centre line), ``racing_line`` (the simulator's
     minimum-curvature line for the default car) or a ``.npy``/``.csv`` file.
     """
 
@@ -38,16 +40,22 @@ class RewardManager:
         self,
         terms: list[RewardTermConfig],
         episode: EpisodeConfig,
-        track: Track,
+        track: Track | None,
         n_envs: int,
         source: str = "sim",
         reference: np.ndarray | None = None,
+        provides: frozenset[str] | None = None,
     ) -> None:
-        if source not in SOURCES:
-            raise ConfigError(f"reward source {source!r} is unknown; known sources: {', '.join(SOURCES)}")
+        if provides is None:
+            if source != "sim":
+                raise ConfigError(f"car source {source!r}: say what it provides (RewardManager(provides=...))")
+            from evo_rl.sim.world import World
+
+            provides = World.provides
         self.n_envs = n_envs
         self.episode = episode
         self.source = source
+        self.provides = frozenset(provides)
         self.track = track
         self.reference = _make_reference(reference, episode, track)
         self.labels: list[str] = []
@@ -60,16 +68,13 @@ class RewardManager:
             self.labels.append(label)
             self.weights.append(cfg.weight)
             self.terms.append(self._build(cfg, i))
-        data = SOURCES[source]
-        for key, on in (
-            ("no_progress_seconds", episode.no_progress_seconds is not None),
-            ("max_stray", episode.max_stray is not None),
-        ):
-            if on and "track" not in data:
-                raise ConfigError(
-                    f"episode.{key} needs the car's place on the track, which source {source!r} does not report; "
-                    f"set episode.{key}: null"
-                )
+        if episode.max_stray is not None:
+            self._require({"track"}, "episode.max_stray", "set episode.max_stray: null or give env.track a track model")
+        # no_progress_seconds measures progress along the track model, or else metres driven
+        self._progress_on_track = "track" in self.provides
+        if episode.no_progress_seconds is not None and not self._progress_on_track:
+            self._require({"position"}, "episode.no_progress_seconds", "set episode.no_progress_seconds: null")
+        self._driven = np.zeros(n_envs)  # [N] m driven this episode (no_progress without a track model)
         self._best_s = np.full(n_envs, -np.inf)  # [N] best progress this episode, m
         self._last_gain = np.zeros(n_envs, np.int64)  # [N] episode step of the last progress
         self._ring: np.ndarray | None = None  # [W+1, N, 3] recent positions for the stuck rule
@@ -87,13 +92,11 @@ class RewardManager:
                 f"{where}: unknown reward term {cfg.term!r}; built-in terms: {', '.join(sorted(TERMS))} "
                 "(or give an import path module:function)"
             )
-        needs = frozenset(getattr(cls, "needs", frozenset()))
-        missing = needs - SOURCES[self.source]
-        if missing:
-            raise ConfigError(
-                f"{where}: term {cfg.term!r} needs {', '.join(sorted(missing))}, "
-                f"which the source {self.source!r} does not provide"
-            )
+        self._require(
+            frozenset(getattr(cls, "needs", frozenset())),
+            f"{where}: term {cfg.term!r}",
+            "remove the term or choose another car source (env.source)",
+        )
         if isinstance(cls, type) and issubclass(cls, RewardTerm):
             try:
                 params = cls.Params(**cfg.params).model_dump()
@@ -106,6 +109,14 @@ class RewardManager:
             return _FunctionTerm(cls, cfg, where)
         raise ConfigError(f"{where}: {cfg.term!r} is a {type(cls).__name__}, not a function or class")
 
+    def _require(self, needs: frozenset[str] | set[str], consumer: str, fix: str) -> None:
+        missing = sorted(set(needs) - self.provides)
+        if missing:
+            raise ConfigError(
+                f"{consumer} needs {', '.join(missing)}, which the car source {self.source!r} does not provide "
+                f"(it provides: {', '.join(sorted(self.provides)) or 'nothing'}); {fix}"
+            )
+
     # ------------------------------------------------------------------ stepping
 
     def reset(self, mask: np.ndarray) -> None:
@@ -117,6 +128,7 @@ class RewardManager:
                 reset(mask)
         self._best_s[mask] = -np.inf
         self._last_gain[mask] = 0
+        self._driven[mask] = 0.0
 
     def __call__(self, ctx: StepContext) -> RewardOutput:
         n = self.n_envs
@@ -165,8 +177,13 @@ class RewardManager:
         if ep.max_stray is not None:
             end(np.abs(self.reference.offset(w.progress_s, w.lateral)) > ep.max_stray, "max_stray")
         if ep.no_progress_seconds is not None:
-            gained = w.progress_s >= self._best_s + PROGRESS_GAIN
-            self._best_s = np.where(gained, w.progress_s, self._best_s)
+            if self._progress_on_track:
+                progress = w.progress_s
+            else:
+                self._driven += np.linalg.norm(w.position3() - ctx.prev_pos3, axis=1)
+                progress = self._driven
+            gained = progress >= self._best_s + PROGRESS_GAIN
+            self._best_s = np.where(gained, progress, self._best_s)
             self._last_gain = np.where(gained, steps, self._last_gain)
             end((steps - self._last_gain) * ctx.dt >= ep.no_progress_seconds, "no_progress")
         if ep.stuck_seconds is not None:
@@ -185,7 +202,17 @@ class RewardManager:
         return (steps >= window) & (moved < self.episode.stuck_distance)
 
 
-def _make_reference(reference: np.ndarray | None, episode: EpisodeConfig, track: Track) -> ReferenceTrajectory:
+def _make_reference(reference: np.ndarray | None, episode: EpisodeConfig, track: Track | None) -> ReferenceTrajectory:
+    if track is None:
+        if reference is None and episode.reference in (None, "centre", "racing_line"):
+            raise ConfigError(
+                f"episode.reference: {episode.reference or 'centre'} comes from a track model, and this car source "
+                "has none; record one (`evo-rl game tm2020 record-track`) and set env.track, or record a reference "
+                "trajectory (`evo-rl game tm2020 record-reward`) and set episode.reference to its file"
+            )
+        return ReferenceTrajectory(
+            as_points3(reference) if reference is not None else load_reference(episode.reference or ""), None
+        )
     if reference is not None:
         return ReferenceTrajectory(np.asarray(reference), track)
     if episode.reference in (None, "centre"):

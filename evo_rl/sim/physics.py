@@ -44,7 +44,7 @@ MAX_CONTACTS = 3  # wall contacts handled within one sub-step; the rest of the m
 
 # the World's per-car state arrays, in the order the kernels take them
 STATE = ("pos", "yaw", "vel", "yaw_rate", "steer", "gear", "rpm", "quad", "progress_s", "lateral", "wall_contact",
-         "checkpoints", "cp_forward", "cp_backward", "finished", "race_time")  # fmt: skip
+         "checkpoints", "cp_forward", "cp_backward", "finished", "race_ticks")  # fmt: skip
 
 # indices into the parameter vector built by car_params (compile-time constants in the kernels)
 P_INV_MASS = 0
@@ -303,7 +303,7 @@ def step_car(
     """
     p, ratios, top, inset, edges, s, center, cp_count = tables
     (pos, yaw, vel, yaw_rate, steer, gear, rpm, quad, progress_s, lateral, wall_contact, checkpoints,
-     cp_forward, cp_backward, finished, race_time) = state  # fmt: skip
+     cp_forward, cp_backward, finished, race_ticks) = state  # fmt: skip
     gas = pedal(actions[i, 0], analog)
     brake = pedal(actions[i, 1], analog)
     cmd = actions[i, 2]
@@ -319,7 +319,7 @@ def step_car(
     r = rpm[i]
     w = yaw_rate[i]
     done = finished[i]
-    clock = race_time[i]
+    clock = race_ticks[i]  # physics sub-steps of this run before the finish
     contact = False
     cs = math.cos(psi)
     sn = math.sin(psi)
@@ -331,7 +331,7 @@ def step_car(
         cs, sn = rotate(cs, sn, w * h)
         contact = contact or hit
         if not done:
-            clock += h
+            clock += 1
             if q_prev < finish <= q:
                 done = True
     pos[i, 0] = x
@@ -346,7 +346,7 @@ def step_car(
     quad[i] = q
     wall_contact[i] = contact
     finished[i] = done
-    race_time[i] = clock
+    race_ticks[i] = clock
     ahead = cp_count[q] - cp_count[q0]
     cp_forward[i] = max(ahead, 0)
     cp_backward[i] = max(-ahead, 0)

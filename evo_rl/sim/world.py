@@ -45,7 +45,18 @@ def check_actions(actions: Any, n_envs: int, dtype: type = np.float32) -> np.nda
 
 
 class World:
-    """``n_envs`` cars on ``track``; every array attribute has one row per car."""
+    """``n_envs`` cars on ``track``; every array attribute has one row per car.
+
+    A :class:`~evo_rl.envs.source.CarSource`: it provides every field but ``air`` (cars stay on the road)
+    and ``inputs``.
+    """
+
+    name = "sim"
+    provides = frozenset(
+        {"position", "heading", "velocity", "speed", "gear", "rpm", "race_time", "checkpoints", "finish",
+         "wall_contact", "track", "lidar", "frames"}
+    )  # fmt: skip
+    realtime = False
 
     def __init__(
         self,
@@ -102,8 +113,19 @@ class World:
         self.cp_forward = np.zeros(n, np.int32)  # [N]
         self.cp_backward = np.zeros(n, np.int32)  # [N]
         self.finished = np.zeros(n, bool)  # [N]
-        self.race_time = np.zeros(n, np.float64)  # [N] s
+        self.race_ticks = np.zeros(n, np.int64)  # [N] physics sub-steps of the run before the finish
+        self.airborne = np.zeros(n, bool)  # [N] the simulator's cars never leave the road
         self.reset()
+
+    @property
+    def race_time_ms(self) -> np.ndarray:
+        """Race time of every car ``[N]`` int64, whole milliseconds (frozen at the finish), as the games count it."""
+        return np.rint(self.race_ticks * (1000.0 * self.dt / self.sim.substeps)).astype(np.int64)
+
+    @property
+    def race_time(self) -> np.ndarray:
+        """Race time ``[N]`` float64, s: :attr:`race_time_ms` / 1000."""
+        return self.race_time_ms / 1000.0
 
     @property
     def n_beams(self) -> int:
@@ -158,7 +180,7 @@ class World:
         self.cp_forward[idx] = 0
         self.cp_backward[idx] = 0
         self.finished[idx] = False
-        self.race_time[idx] = 0.0
+        self.race_ticks[idx] = 0
 
     # ------------------------------------------------------------------ stepping
 
@@ -175,6 +197,12 @@ class World:
             self.n_envs, tables, state, self._actions, t.finish, self.analog, self.dt, self.sim.substeps,
             threads=self.sim.threads,
         )  # fmt: skip
+
+    def observe(self) -> None:
+        """Nothing to wait for: :meth:`step` has already brought every array up to date."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     # ------------------------------------------------------------------ readings
 

@@ -44,11 +44,11 @@ def drive_lap(actor: Any, cfg: EvoConfig, seed: int | None = None) -> Lap:
     pos, yaw, speed, gear, times = [], [], [], [], []
 
     def record() -> None:
-        pos.append(world.pos[0].copy())
+        pos.append(world.position3()[0, [0, 2]])
         yaw.append(float(world.yaw[0]))
         speed.append(float(world.speed()[0]))
         gear.append(int(world.gear[0]))
-        times.append(float(world.race_time[0]))
+        times.append(int(world.race_time_ms[0]) / 1000.0)
 
     record()
     info: dict[str, Any] = {}

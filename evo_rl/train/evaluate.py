@@ -3,7 +3,9 @@ track's reference lap time."""
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -40,6 +42,8 @@ def reference_lap_time(track: Any, cfg: EvoConfig) -> float | None:
     """The track's reference lap time for the configured car (None if it cannot be computed)."""
     from evo_rl.sim.reference_lap import compute_reference_lap
 
+    if track is None:
+        return None
     try:
         return float(compute_reference_lap(track, cfg.car).lap_time)
     except Exception as e:  # noqa: BLE001 - a missing reference only removes the comparison
@@ -94,21 +98,65 @@ class Evaluator:
             ret[rest] = info["episode_return"][rest]
             cps[rest] = info["checkpoints"][rest]
             reasons["eval_limit"] = int(rest.sum())
-        laps = [float(t) for t in lap[np.isfinite(lap)]]
-        mean_lap = float(np.mean(laps)) if laps else None
-        ref = self.reference_lap_time
-        per_episode = np.where(np.isfinite(lap), 1.0 + (ref or 0.0) / np.where(np.isfinite(lap), lap, 1.0), progress)
-        return EvalResult(
-            episodes=n,
-            finish_rate=len(laps) / n,
-            lap_times=laps,
-            mean_lap_time=mean_lap,
-            best_lap_time=min(laps) if laps else None,
-            reference_lap_time=ref,
-            lap_time_ratio=mean_lap / ref if (mean_lap is not None and ref) else None,
-            mean_progress=float(progress.mean()),
-            mean_reward=float(ret.mean()),
-            mean_checkpoints=float(cps.mean()),
-            score=float(per_episode.mean()),
-            end_reasons=reasons,
-        )
+        return summarize(lap, progress, ret, cps, reasons, self.reference_lap_time)
+
+
+def summarize(
+    lap: np.ndarray,
+    progress: np.ndarray,
+    ret: np.ndarray,
+    cps: np.ndarray,
+    reasons: dict[str, int],
+    ref: float | None,
+) -> EvalResult:
+    """The :class:`EvalResult` of episodes: lap time ``[E]`` s (NaN unfinished), progress, return, checkpoints."""
+    n = len(lap)
+    laps = [float(t) for t in lap[np.isfinite(lap)]]
+    mean_lap = float(np.mean(laps)) if laps else None
+    per_episode = np.where(np.isfinite(lap), 1.0 + (ref or 0.0) / np.where(np.isfinite(lap), lap, 1.0), progress)
+    return EvalResult(
+        episodes=n,
+        finish_rate=len(laps) / max(n, 1),
+        lap_times=laps,
+        mean_lap_time=mean_lap,
+        best_lap_time=min(laps) if laps else None,
+        reference_lap_time=ref,
+        lap_time_ratio=mean_lap / ref if (mean_lap is not None and ref) else None,
+        mean_progress=float(progress.mean()) if n else 0.0,
+        mean_reward=float(ret.mean()) if n else 0.0,
+        mean_checkpoints=float(cps.mean()) if n else 0.0,
+        score=float(per_episode.mean()) if n else 0.0,
+        end_reasons=reasons,
+    )
+
+
+class RecentEpisodes:
+    """The evaluation of a real-time run: the last ``episodes`` training episodes.
+
+    A game drives one car in real time, so separate evaluation episodes would stop the learning
+    for minutes; the trainer feeds every ended training episode here (:meth:`observe`) and an
+    evaluation summarises the most recent ones (driven by the stochastic policy, so the scores are
+    a lower bound of the deterministic policy's).
+    """
+
+    def __init__(self, cfg: EvoConfig, episodes: int, track: Any = None) -> None:
+        self.episodes = episodes
+        self.reference_lap_time = reference_lap_time(track, cfg)
+        self._ended: deque[tuple[float, float, float, float, str]] = deque(maxlen=episodes)
+
+    def observe(self, final: dict[str, Any], idx: np.ndarray, reasons: np.ndarray) -> None:
+        """Keep the episodes of cars ``idx`` that ended, from their final batched infos."""
+        for i, reason in zip(idx, reasons, strict=True):
+            finished = bool(final["finished"][i])
+            lap = float(final["race_time"][i]) if finished else math.nan
+            progress = 1.0 if finished else float(final["progress"][i])
+            ret, cps = float(final["episode_return"][i]), float(final["checkpoints"][i])
+            self._ended.append((lap, progress, ret, cps, str(reason)))
+
+    def run(self, act: Act | None = None, max_steps: int | None = None) -> EvalResult:
+        rows = list(self._ended)
+        arr = np.array([r[:4] for r in rows], np.float64).reshape(-1, 4)  # [E, 4]
+        reasons: dict[str, int] = {}
+        for r in rows:
+            reasons[r[4]] = reasons.get(r[4], 0) + 1
+        return summarize(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], reasons, self.reference_lap_time)

@@ -41,7 +41,7 @@ from evo_rl.config import EvoConfig
 from evo_rl.errors import CheckpointError
 from evo_rl.train.checkpoint import Checkpoint, CheckpointManager, rng_state, set_rng_state
 from evo_rl.train.dashboard import Dashboard
-from evo_rl.train.evaluate import EvalResult, Evaluator
+from evo_rl.train.evaluate import EvalResult, Evaluator, RecentEpisodes
 from evo_rl.train.logger import MetricsLogger, truncate_metrics
 from evo_rl.train.policy import save_policy
 from evo_rl.train.run import RunDir
@@ -171,12 +171,18 @@ class Trainer:
         resume: bool = False,
         minutes: float | None = None,
         dashboard: Dashboard | None = None,
+        init: str | Path | None = None,
     ) -> None:
         self._lock = run.lock()  # before anything is built: a second trainer of this run stops here
         try:
             self._build(cfg, run, resume, minutes, dashboard)
+            if init is not None and not resume:
+                self._init_from(init)
         except BaseException:
             self._lock.release()
+            env = getattr(self, "env", None)
+            if env is not None and cfg.env.source != "sim":
+                env.close()
             raise
 
     def _build(
@@ -199,7 +205,13 @@ class Trainer:
             )
         configure_torch(cfg)
         self.rng = np.random.default_rng(cfg.train.seed)
-        self.env = VecTrackEnv(cfg)
+        self.env: Any
+        if cfg.env.source == "sim":
+            self.env = VecTrackEnv(cfg)
+        else:  # a game: one car in real time
+            from evo_rl.games.realtime import open_vec_env
+
+            self.env = open_vec_env(cfg)
         self.n_envs = self.env.num_envs
         self.agent = make_agent(cfg, self.env.single_observation_space, self.env.single_action_space, cfg.train.device)
         self.on_policy = self.agent.on_policy  # checked against OffPolicyAgent / OnPolicyAgent by make_agent
@@ -217,7 +229,11 @@ class Trainer:
             self.memory = ReplayMemory.from_config(
                 cfg.memory, layout, self.n_envs, gamma, str(self.agent.device), cfg.train.seed
             )
-        self.evaluator = Evaluator(cfg, cfg.train.eval_episodes)
+        self.evaluator: Evaluator | RecentEpisodes
+        if cfg.env.source == "sim":
+            self.evaluator = Evaluator(cfg, cfg.train.eval_episodes)
+        else:
+            self.evaluator = RecentEpisodes(cfg, cfg.train.eval_episodes, self.env.track)
         self.counters = Counters()
         self.last_eval: EvalResult | None = None
         self.dashboard = dashboard or Dashboard(run.name, self._budget(), cfg.train.dashboard)
@@ -319,6 +335,55 @@ class Trainer:
             + (f", {len(self.memory):,} transitions in replay" if self.memory is not None else "")
         )
 
+    def _init_from(self, spec: str | Path) -> None:
+        """Start from another run's agent (its last good checkpoint) or from a policy file's actor.
+
+        The observation layout and the algorithm must match: a policy trained in the simulator drives
+        the game through the same observation interface.
+        """
+        from evo_rl.envs.spaces import observation_space
+        from evo_rl.train.policy import load_policy
+        from evo_rl.train.run import resolve_run
+
+        path = Path(spec)
+        if path.suffix == ".safetensors" and path.is_file():
+            policy = load_policy(path)
+            self._check_init(str(path), policy.cfg, observation_space)
+            self.agent.actor.load_state_dict(policy.actor.state_dict())
+            self._notes.append(f"actor initialised from policy file {path} (critics start fresh)")
+            return
+        source = resolve_run(str(spec), self.cfg.train.runs_dir)
+        self._check_init(str(source.path), source.load_config(), observation_space)
+        ck = CheckpointManager(source.checkpoints_dir, 0).load_latest(report=self._warn)
+        if ck is None:
+            raise CheckpointError(f"--init {spec}: run {source.path} has no readable checkpoint")
+        try:
+            self._load_agent(ck)
+        except CheckpointError as e:
+            raise CheckpointError(f"--init {spec}: {e}") from None
+        self._notes.append(
+            f"agent initialised from {source.path.name}/{ck.path.name} ({ck.state['env_steps']:,} steps)"
+        )
+
+    def _check_init(self, where: str, other: EvoConfig, observation_space: Any) -> None:
+        cfg = self.cfg
+        if other.algo.name != cfg.algo.name:
+            raise CheckpointError(
+                f"--init {where}: it was trained with {other.algo.name}, this run uses {cfg.algo.name}"
+            )
+        if observation_space(other) != observation_space(cfg):
+            fields = [
+                f"{section}.{key}: {getattr(getattr(other, section), key)!r} there, {getattr(getattr(cfg, section), key)!r} here"
+                for section, key in (("env", "flavour"), ("env", "hist_len"), ("env", "act_buf_len"), ("env", "flat"),
+                                     ("lidar", "kind"), ("lidar", "layout"), ("lidar", "beams"), ("lidar", "range"),
+                                     ("camera", "width"), ("camera", "height"))
+                if getattr(getattr(other, section), key) != getattr(getattr(cfg, section), key)
+            ]  # fmt: skip
+            raise CheckpointError(
+                f"--init {where}: its observations differ from this run's ({'; '.join(fields) or 'spaces differ'}); "
+                "use the same observation settings"
+            )
+
     def _load_agent(self, ck: Checkpoint) -> None:
         """Load the agent's state; a network that config.yaml now builds differently is a clear error."""
         want, _ = flatten_state(self.agent.state_dict(), prefix="agent")
@@ -418,6 +483,8 @@ class Trainer:
         iv, c = self.interval, self.counters
         finished = np.asarray(final["finished"])[idx]
         reasons = np.asarray(infos["end_reason"])[idx]
+        if isinstance(self.evaluator, RecentEpisodes):
+            self.evaluator.observe(final, idx, reasons)
         timeouts = int(np.sum(reasons == "time_limit"))
         iv.returns.extend(np.asarray(final["episode_return"])[idx].tolist())
         iv.lengths.extend(np.asarray(final["episode_steps"])[idx].tolist())
@@ -684,6 +751,8 @@ class Trainer:
             self.logger = None
             self._clock = None
             self._lock.release()
+            if cfg.env.source != "sim":
+                self.env.close()  # a game's connections and input devices (train() runs once on a game)
         if errors:
             self.dashboard.message(f"warning: {errors} writes to metrics.jsonl failed (is the disk full?)")
         self.stop_reason = reason

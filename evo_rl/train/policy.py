@@ -49,7 +49,7 @@ def save_policy(path: str | Path, actor: torch.nn.Module, cfg: EvoConfig, **meta
         "version": VERSION,
         "algo": cfg.algo.name,
         "flavour": cfg.env.flavour,
-        "track": cfg.env.track,
+        "track": cfg.env.track or "",
         "config": cfg.model_dump_json(),
         **{k: json.dumps(v) for k, v in meta.items()},
     }

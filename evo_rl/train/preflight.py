@@ -44,7 +44,7 @@ def check_startup(cfg: EvoConfig, new_run: bool = True) -> None:
             return None
 
     track = check(_track, cfg)
-    if track is not None:
+    if track is not None or (cfg.env.track is None and cfg.env.source != "sim"):
         check(_rewards, cfg, track)
     check(_reward_discount, cfg)
     agent_class = check(_agent_class, cfg)
@@ -68,6 +68,10 @@ def check_startup(cfg: EvoConfig, new_run: bool = True) -> None:
 def _track(cfg: EvoConfig) -> Any:
     from evo_rl.sim.catalog import get_track
 
+    if cfg.env.track is None:
+        if cfg.env.source == "sim":
+            raise ConfigError("env.track is null, but the simulator needs a track: name one (`evo-rl tracks list`)")
+        return None
     try:
         return get_track(cfg.env.track)
     except EvoError as e:
@@ -76,9 +80,24 @@ def _track(cfg: EvoConfig) -> Any:
 
 def _rewards(cfg: EvoConfig, track: Any) -> None:
     """Build the reward terms as the environment will: names, imports, parameters, needs, reference."""
+    from evo_rl.envs.observation import flavour_needs
+    from evo_rl.envs.source import require
     from evo_rl.rewards import RewardManager
 
-    RewardManager(cfg.reward, cfg.episode, track, cfg.env.n_envs)
+    name, provides = source_fields(cfg, track is not None)
+    require(name, provides, flavour_needs(cfg), f"env.flavour: {cfg.env.flavour}")
+    RewardManager(cfg.reward, cfg.episode, track, cfg.env.n_envs, source=name, provides=provides)
+
+
+def source_fields(cfg: EvoConfig, has_track: bool) -> tuple[str, frozenset[str]]:
+    """The name of the car source ``env.source`` names and what it provides, without opening it."""
+    if cfg.env.source == "sim":
+        from evo_rl.sim.world import World
+
+        return World.name, World.provides
+    from evo_rl.games.tm2020.source import provides, source_name
+
+    return source_name(cfg), provides(cfg, has_track)
 
 
 def _algo_gamma(cfg: EvoConfig) -> tuple[str, float] | None:

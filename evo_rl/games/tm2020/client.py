@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from evo_rl.envs.source import CarState
 from evo_rl.errors import EvoError
 from evo_rl.games.errors import GameConnectionError, ProtocolError
 from evo_rl.games.net import LOOPBACK
-from evo_rl.games.source import CarState
 from evo_rl.games.tm2020 import protocol as p
 
 ProtocolName = Literal["evo", "tmrl"]

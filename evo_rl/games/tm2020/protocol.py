@@ -26,8 +26,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+from evo_rl.envs.source import CarState
 from evo_rl.games.errors import ProtocolError
-from evo_rl.games.source import CarState
 
 PROTOCOL_VERSION = 1
 RECORD_MAGIC = int.from_bytes(b"EVRL", "little")  # the first four bytes of every record read "EVRL"
@@ -154,12 +154,11 @@ def _field(fields: tuple[FieldSpec, ...], name: str) -> FieldSpec:
 Record = _dataclass("Record", RECORD_FIELDS, "One EVO RL record: the fields of RECORD_FIELDS without the header.")
 TmrlRecord = _dataclass("TmrlRecord", TMRL_FIELDS, "One TMRL_GrabData record: the 11 floats of TMRL_FIELDS.")
 
-# what each protocol's records let a client report (evo_rl.games.source.SOURCE_FIELDS)
+# what each protocol's records let a car source report (names of evo_rl.envs.source.FIELDS)
 EVO_PROVIDES = frozenset(
-    {"position", "heading", "velocity", "speed_kmh", "gear", "rpm", "race_time_ms", "checkpoints",
-     "checkpoints_total", "finished", "wheel_contact", "inputs"}
-)  # fmt: skip  # plus wall_contact where the source knows it (the virtual game)
-TMRL_PROVIDES = frozenset({"position", "speed_kmh", "gear", "rpm", "finished", "inputs"})
+    {"position", "heading", "velocity", "speed", "gear", "rpm", "race_time", "checkpoints", "finish", "air", "inputs"}
+)  # plus wall_contact where the game knows it (the virtual game: a record's wall_contact is 0 or 1, not unknown)
+TMRL_PROVIDES = frozenset({"position", "speed", "gear", "rpm", "finish", "inputs"})
 
 
 # --------------------------------------------------------------------------- EVO RL records

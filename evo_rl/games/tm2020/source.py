@@ -1,0 +1,288 @@
+"""TrackMania 2020 as a car source (:class:`evo_rl.envs.source.CarSource`), one car.
+
+:class:`TM2020Source` joins the three live layers: telemetry from the plugin (a
+:class:`~evo_rl.games.tm2020.client.TM2020Client`), inputs to the game (an
+:class:`~evo_rl.games.control.InputBackend`) and, when asked for, pictures of its window (a
+:class:`~evo_rl.games.capture.ScreenBackend`). With a track model of the map (``env.track``: a
+recorded ``.track``; on a virtual game, the track it runs) it also places the car on the track
+(``progress_s``, ``lateral``, ``quad``) and computes the geometric LIDAR from the telemetry, so
+those numbers are the simulator's own.
+
+It is real-time: :meth:`step` sends the inputs and returns at once; :meth:`observe` waits for the
+first record newer than them. The real-time environment (:mod:`evo_rl.games.realtime`, rtgym)
+decides when to observe.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from evo_rl.config import EvoConfig
+from evo_rl.envs.spaces import lidar_beams
+from evo_rl.errors import ConfigError, EvoError
+from evo_rl.games.capture import ScreenBackend
+from evo_rl.games.control import InputBackend, action_to_inputs
+from evo_rl.games.errors import GameConnectionError
+from evo_rl.games.tm2020 import protocol as p
+from evo_rl.games.tm2020.client import Telemetry, TM2020Client
+from evo_rl.sim.geometry import locate, strip_edges, track_coords
+from evo_rl.sim.sensors import beam_layout, lidar_cars
+from evo_rl.sim.track import Track
+
+NEAR_QUADS = 24  # quads around the last one searched first when placing the car on the track model
+RESPAWN_TIMEOUT = 5.0  # s for a respawn to show in the telemetry
+RESPAWN_RACE_TIME_MS = 300  # a run this young counts as restarted (TMRL's plugin: speed and distance near 0)
+
+
+def provides(cfg: EvoConfig, has_track: bool) -> frozenset[str]:
+    """What the TrackMania 2020 source reports under ``cfg`` (``game`` section), without connecting."""
+    game = cfg.game
+    out = set(p.EVO_PROVIDES if game.protocol == "evo" else p.TMRL_PROVIDES)
+    if game.input == "virtual" and game.protocol == "evo":
+        out.add("wall_contact")  # the virtual game knows wall contact; the real plugin reports it unknown
+    if has_track:
+        out.add("track")
+        if cfg.lidar.kind == "geometric" and "heading" in out:
+            out.add("lidar")
+    if game.screen != "none":
+        out.add("frames")
+        if cfg.lidar.kind == "tmrl":
+            out.add("lidar")
+    return frozenset(out)
+
+
+def source_name(cfg: EvoConfig) -> str:
+    return "tm2020" if cfg.game.protocol == "evo" else "tm2020-tmrl"
+
+
+class TM2020Source:
+    """One car in TrackMania 2020 (or a virtual one): telemetry in, inputs out, pictures on request."""
+
+    realtime = True
+    n_envs = 1
+
+    def __init__(
+        self,
+        cfg: EvoConfig,
+        client: TM2020Client,
+        inputs: InputBackend,
+        screen: ScreenBackend | None = None,
+        track: Track | None = None,
+    ) -> None:
+        if cfg.lidar.kind == "tmrl" and screen is None:
+            raise ConfigError("lidar.kind: tmrl reads the game's picture; set game.screen: window (or virtual)")
+        self.cfg = cfg
+        self.name = source_name(cfg)
+        self.client = client
+        self.inputs = inputs
+        self.screen = screen
+        self.track = track
+        self.provides = provides(cfg, track is not None)
+        self.dt = cfg.sim.dt
+        self.controls = cfg.env.controls
+        self.timeout = cfg.game.record_timeout
+        n = 1
+        self.pos3 = np.zeros((n, 3))  # [1, 3] m, game axes
+        self.vel = np.zeros((n, 2))  # [1, 2] m/s, horizontal (x, z)
+        self.yaw = np.zeros(n)  # [1] rad
+        self.forward_speed = np.zeros(n)  # [1] m/s (negative reversing)
+        self.gear = np.zeros(n, np.int32)
+        self.rpm = np.zeros(n)
+        self.checkpoints = np.zeros(n, np.int32)
+        self.cp_forward = np.zeros(n, np.int32)
+        self.cp_backward = np.zeros(n, np.int32)
+        self.finished = np.zeros(n, bool)
+        self.wall_contact = np.zeros(n, bool)
+        self.airborne = np.zeros(n, bool)
+        self.race_time_ms = np.zeros(n, np.int64)
+        self.quad = np.zeros(n, np.int32)
+        self.progress_s = np.zeros(n)
+        self.lateral = np.zeros(n)
+        self.telemetry: Telemetry | None = None  # the record the arrays come from
+        self._sent = -1  # client seq when the last inputs were sent
+        if track is not None:
+            self._edges = strip_edges(track.left, track.right)  # [M, 4, 3]
+            self._angles, self._origins = beam_layout(cfg.lidar, cfg.car)  # [B], [B, 2]
+        self._picture: np.ndarray | None = None  # [H, W, 3] uint8, the last grab
+        self._last_xz = (0.0, 0.0)  # horizontal position of the previous record, m
+
+    # ------------------------------------------------------------------ the contract
+
+    def reset(
+        self, mask: np.ndarray | None = None, lateral: np.ndarray | None = None, yaw: np.ndarray | None = None
+    ) -> None:
+        """A new run from the start line (the game places the car; ``lateral``/``yaw`` are ignored)."""
+        if mask is not None and not np.asarray(mask, bool).any():
+            return
+        self.inputs.release()
+        if self.client.protocol == "evo":
+            t = self.client.respawn(timeout=RESPAWN_TIMEOUT)
+        else:
+            before = self.client.wait_newer(-1, self.timeout).seq
+            self.inputs.respawn()
+            t = self._wait_restart(before)
+        self._sent = t.seq
+        self._update(self.client.wait_newer(t.seq - 1, self.timeout), first=True)
+
+    def _wait_restart(self, before: int) -> Telemetry:
+        """TMRL's plugin has no race time: a restarted run is a record at rest with its distance back near 0."""
+        seq = before
+        deadline = RESPAWN_TIMEOUT / max(self.timeout, 1e-3)
+        for _ in range(max(1, int(deadline * 50))):
+            t = self.client.wait_newer(seq, self.timeout)
+            seq = t.seq
+            if t.record.distance < 1.0 and abs(t.record.speed) < 0.5:
+                return t
+        raise GameConnectionError(
+            f"the game did not restart the run within {RESPAWN_TIMEOUT:g} s of pressing respawn; check the input "
+            "backend (game.input) and that the game window has the focus"
+        )
+
+    def step(self, actions: np.ndarray) -> None:
+        """Send the inputs of ``actions [1, 3]`` (checked by the environment) and return at once."""
+        self._sent = self.client.seq
+        self.inputs.apply(*action_to_inputs(actions[0], self.controls))
+
+    def observe(self) -> None:
+        """The first record newer than the inputs (:class:`GameConnectionError` when none comes in time)."""
+        self._update(self.client.wait_newer(self._sent, self.timeout))
+        self._picture = None
+
+    def speed(self) -> np.ndarray:
+        return np.abs(self.forward_speed)
+
+    def position3(self) -> np.ndarray:
+        return self.pos3.copy()
+
+    def lidar(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """``[1, beams]`` float32: against the track model (m) or over the window picture (TMRL's px)."""
+        beams = lidar_beams(self.cfg)
+        if out is None:
+            out = np.empty((1, beams), np.float32)
+        if "lidar" not in self.provides:
+            raise EvoError(f"the car source {self.name!r} has no LIDAR: give it a track model or a screen")
+        if self.cfg.lidar.kind == "tmrl":
+            from evo_rl.sim.screen_lidar import screen_lidar
+
+            out[0] = screen_lidar(self._grab())
+            return out
+        assert self.track is not None
+        plane = self.pos3[:, [0, 2]].copy()  # [1, 2] simulator (x, y)
+        lidar_cars(
+            1, self._edges, plane, self.yaw, self.quad, self._angles, self._origins, self.cfg.lidar.range, out,
+            threads=1,
+        )  # fmt: skip
+        return out
+
+    def images(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """``[1, H, W]`` uint8: the window picture in grey, resized to the camera's size (``camera``)."""
+        cam = self.cfg.camera
+        grey = _grey_resized(self._grab(), cam.height, cam.width)
+        if out is None:
+            return grey[None]
+        out[0] = grey
+        return out
+
+    def close(self) -> None:
+        for part in (self.inputs, self.screen, self.client):
+            if part is not None:
+                try:
+                    part.close()
+                except Exception:  # noqa: BLE001 - closing: the other parts must still close
+                    pass
+
+    # ------------------------------------------------------------------ records to arrays
+
+    def _grab(self) -> np.ndarray:
+        if self.screen is None:
+            raise EvoError(f"the car source {self.name!r} has no screen (game.screen: none)")
+        if self._picture is None:
+            self._picture = self.screen.grab()
+        return self._picture
+
+    def _update(self, t: Telemetry, first: bool = False) -> None:
+        s = t.car_state()
+        self.telemetry = t
+        self.pos3[0] = s.position
+        self.vel[0] = (s.velocity[0], s.velocity[2])
+        if "heading" in self.provides:
+            self.yaw[0] = s.heading
+        elif not first:  # TMRL's plugin sends no direction: the heading of the motion instead
+            dx, dz = s.position[0] - self._last_xz[0], s.position[2] - self._last_xz[1]
+            if math.hypot(dx, dz) > 0.05:
+                self.yaw[0] = math.atan2(dz, dx)
+        self._last_xz = (s.position[0], s.position[2])
+        self.forward_speed[0] = s.speed_kmh / 3.6
+        self.gear[0] = s.gear
+        self.rpm[0] = s.rpm
+        before = int(self.checkpoints[0])
+        self.checkpoints[0] = s.checkpoints
+        self.cp_forward[0] = 0 if first else max(s.checkpoints - before, 0)
+        self.cp_backward[0] = 0
+        self.finished[0] = s.finished
+        self.wall_contact[0] = s.wall_contact
+        self.airborne[0] = not any(s.wheel_contact)
+        self.race_time_ms[0] = s.race_time_ms
+        if self.track is not None:
+            self._place(first)
+
+    def _place(self, first: bool) -> None:
+        """Quad, progress and lateral offset of the car on the track model (the last known quad off the strip)."""
+        assert self.track is not None
+        plane = self.pos3[:, [0, 2]]  # [1, 2]
+        q0 = int(self.quad[0])
+        lo, hi = max(q0 - NEAR_QUADS, 0), min(q0 + NEAR_QUADS, self.track.n_quads)
+        q = -1 if first else int(locate(self._edges[lo:hi], plane)[0])
+        q = q + lo if q >= 0 else int(locate(self._edges, plane)[0])
+        if q >= 0:
+            self.quad[0] = q
+        s, lat = track_coords(self._edges, self.track.s, self.track.center, self.quad, plane)
+        self.progress_s[0] = s[0]
+        self.lateral[0] = lat[0]
+
+
+def _grey_resized(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``[height, width]`` uint8 grey of an ``[H, W, 3]`` picture, by area averaging (nearest rows/columns)."""
+    grey = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # [H, W]
+    rows = (np.arange(height) * grey.shape[0] / height).astype(np.intp)
+    cols = (np.arange(width) * grey.shape[1] / width).astype(np.intp)
+    return np.clip(grey[rows][:, cols], 0, 255).astype(np.uint8)
+
+
+def open_source(cfg: EvoConfig, track: Track | None = None, **backends: Any) -> TM2020Source:
+    """A :class:`TM2020Source` with the client and the backends ``cfg.game`` names (``backends`` override them)."""
+    from evo_rl.games.capture import MssScreen, VirtualScreen
+    from evo_rl.games.control import GamepadInput, VirtualInput
+
+    game = cfg.game
+    client = backends.get("client") or TM2020Client(port=game.port, protocol=game.protocol)
+    input_port = game.input_port or client.port + 1
+    try:
+        inputs = backends.get("inputs")
+        if inputs is None:
+            if game.input == "virtual":
+                inputs = VirtualInput(input_port)
+            elif game.input == "gamepad":
+                inputs = GamepadInput()
+            else:
+                from evo_rl.games.control import make_input  # type: ignore[attr-defined]
+
+                inputs = make_input("keyboard")
+        screen = backends.get("screen")
+        if screen is None and game.screen == "virtual":
+            screen = VirtualScreen(input_port)
+        elif screen is None and game.screen == "window":
+            from evo_rl.games import window  # type: ignore[attr-defined]
+
+            screen = MssScreen(region=window.prepare_window(game.window_width, game.window_height))
+        if track is None and cfg.env.track is not None:
+            from evo_rl.sim.catalog import get_track
+
+            track = get_track(cfg.env.track)
+        return TM2020Source(cfg, client, inputs, screen, track)
+    except BaseException:
+        client.close()
+        raise
