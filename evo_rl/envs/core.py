@@ -27,6 +27,12 @@ END_FINISH = "finish"  # end_reason of a car that crossed the finish line
 END_TIME_LIMIT = "time_limit"  # end_reason of an episode truncated at env.max_steps
 
 
+FLAVOUR_FIX = (
+    "a game reports LIDAR with a track model of its map (env.track: a recorded .track) or from its picture "
+    "(lidar.kind: tmrl and game.screen), and camera frames with game.screen; or choose another env.flavour"
+)
+
+
 class StepResult(NamedTuple):
     """What one batched step produced, before any restart."""
 
@@ -78,7 +84,7 @@ class TrackCore:
             raise EvoError(f"the car source {source.name!r} drives {source.n_envs} cars, the environment {n_envs}")
         self.source: CarSource = source
         self.track: Track | None = source.track
-        require(source.name, source.provides, flavour_needs(cfg), f"env.flavour: {cfg.env.flavour}")
+        require(source.name, source.provides, flavour_needs(cfg), f"env.flavour: {cfg.env.flavour}", FLAVOUR_FIX)
         self.rewards = rewards
         if rewards is None:
             self.rewards = RewardManager(

@@ -358,7 +358,14 @@ def make_realtime_env(
         overrides["flavour"] = flavour
     cfg = resolve_config(config, **overrides)
     cfg.env.n_envs = 1
-    return RealTimeTrackEnv(cfg, source if source is not None else open_source(cfg))
+    if source is not None:
+        return RealTimeTrackEnv(cfg, source)
+    opened = open_source(cfg)
+    try:
+        return RealTimeTrackEnv(cfg, opened)
+    except BaseException:
+        opened.close()  # a refused config must not keep the game's one telemetry connection
+        raise
 
 
 def open_vec_env(cfg: EvoConfig) -> RealTimeVecEnv:

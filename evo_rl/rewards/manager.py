@@ -202,17 +202,25 @@ class RewardManager:
         return (steps >= window) & (moved < self.episode.stuck_distance)
 
 
-def _make_reference(reference: np.ndarray | None, episode: EpisodeConfig, track: Track | None) -> ReferenceTrajectory:
-    if track is None:
-        if reference is None and episode.reference in (None, "centre", "racing_line"):
-            raise ConfigError(
-                f"episode.reference: {episode.reference or 'centre'} comes from a track model, and this car source "
-                "has none; record one (`evo-rl game tm2020 record-track`) and set env.track, or record a reference "
-                "trajectory (`evo-rl game tm2020 record-reward`) and set episode.reference to its file"
-            )
-        return ReferenceTrajectory(
-            as_points3(reference) if reference is not None else load_reference(episode.reference or ""), None
+class _NoReference:
+    """Stands for the reference trajectory of a source without a track model when none was given:
+    a term or rule that reads it is refused when it is built, at start-up."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConfigError(
+            "this reward needs a reference trajectory, and the car source has no track model to take one from; "
+            "record the map (`evo-rl game tm2020 record-track`) and set env.track, or record a reference "
+            "trajectory (`evo-rl game tm2020 record-reward`) and set episode.reference to its file"
         )
+
+
+def _make_reference(reference: np.ndarray | None, episode: EpisodeConfig, track: Track | None) -> Any:
+    if track is None:
+        if reference is not None:
+            return ReferenceTrajectory(as_points3(reference), None)
+        if episode.reference in (None, "centre", "racing_line"):
+            return _NoReference()
+        return ReferenceTrajectory(load_reference(episode.reference), None)
     if reference is not None:
         return ReferenceTrajectory(np.asarray(reference), track)
     if episode.reference in (None, "centre"):

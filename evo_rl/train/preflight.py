@@ -80,12 +80,13 @@ def _track(cfg: EvoConfig) -> Any:
 
 def _rewards(cfg: EvoConfig, track: Any) -> None:
     """Build the reward terms as the environment will: names, imports, parameters, needs, reference."""
+    from evo_rl.envs.core import FLAVOUR_FIX
     from evo_rl.envs.observation import flavour_needs
     from evo_rl.envs.source import require
     from evo_rl.rewards import RewardManager
 
     name, provides = source_fields(cfg, track is not None)
-    require(name, provides, flavour_needs(cfg), f"env.flavour: {cfg.env.flavour}")
+    require(name, provides, flavour_needs(cfg), f"env.flavour: {cfg.env.flavour}", FLAVOUR_FIX)
     RewardManager(cfg.reward, cfg.episode, track, cfg.env.n_envs, source=name, provides=provides)
 
 

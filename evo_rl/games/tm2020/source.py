@@ -118,6 +118,8 @@ class TM2020Source:
         if mask is not None and not np.asarray(mask, bool).any():
             return
         self.inputs.release()
+        if not self.client.connected:
+            self.client.wait_connected(self.timeout)
         if self.client.protocol == "evo":
             t = self.client.respawn(timeout=RESPAWN_TIMEOUT)
         else:
@@ -252,6 +254,44 @@ def _grey_resized(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(grey[rows][:, cols], 0, 255).astype(np.uint8)
 
 
+class Reconnecting:
+    """A virtual game's input or screen backend that opens a new connection when the game restarted.
+
+    ``make()`` builds the backend; a call that fails with :class:`GameConnectionError` is retried once
+    on a fresh backend (the virtual game listens again on the same port), then the error stands.
+    """
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._backend: Any = make()
+
+    def _call(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self._backend, name)(*args)
+        except GameConnectionError:
+            try:
+                self._backend.close()
+            except OSError:
+                pass
+            self._backend = self._make()
+            return getattr(self._backend, name)(*args)
+
+    def apply(self, gas: float, brake: float, steer: float) -> None:
+        self._call("apply", gas, brake, steer)
+
+    def respawn(self) -> None:
+        self._call("respawn")
+
+    def release(self) -> None:
+        self._call("release")
+
+    def grab(self) -> np.ndarray:
+        return self._call("grab")
+
+    def close(self) -> None:
+        self._backend.close()
+
+
 def open_source(cfg: EvoConfig, track: Track | None = None, **backends: Any) -> TM2020Source:
     """A :class:`TM2020Source` with the client and the backends ``cfg.game`` names (``backends`` override them)."""
     from evo_rl.games.capture import MssScreen, VirtualScreen
@@ -264,7 +304,7 @@ def open_source(cfg: EvoConfig, track: Track | None = None, **backends: Any) -> 
         inputs = backends.get("inputs")
         if inputs is None:
             if game.input == "virtual":
-                inputs = VirtualInput(input_port)
+                inputs = Reconnecting(lambda: VirtualInput(input_port))
             elif game.input == "gamepad":
                 inputs = GamepadInput()
             else:
@@ -273,7 +313,7 @@ def open_source(cfg: EvoConfig, track: Track | None = None, **backends: Any) -> 
                 inputs = make_input("keyboard")
         screen = backends.get("screen")
         if screen is None and game.screen == "virtual":
-            screen = VirtualScreen(input_port)
+            screen = Reconnecting(lambda: VirtualScreen(input_port))
         elif screen is None and game.screen == "window":
             from evo_rl.games import window  # type: ignore[attr-defined]
 
