@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "algos": {"nets", "memory", "config", "errors"},
     "train": {"algos", "memory", "envs", "games", "rewards", "sim", "config", "errors"},
     "games": {"envs", "rewards", "sim", "config", "errors"},
-    "bench": {"algos", "memory", "envs", "rewards", "sim", "games", "config", "errors"},
+    "bench": {"train", "algos", "memory", "envs", "rewards", "sim", "games", "config", "errors"},
     "cli": {"train", "bench", "games", "algos", "memory", "envs", "rewards", "sim", "config", "errors", "evo_rl"},
     "evo_rl": {"config", "envs", "errors"},  # the package's __init__ (registers the Gymnasium ids)
 }

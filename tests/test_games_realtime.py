@@ -191,3 +191,26 @@ def test_default_config_works_with_a_game_and_no_track_model(game) -> None:
         assert set(info["reward_terms"]) == {"time_penalty", "checkpoint"}
     finally:
         env.close()
+
+
+def test_tmrl_lidar_from_the_virtual_games_window() -> None:
+    from evo_rl.sim.screen_lidar import max_distance
+
+    with VirtualTM2020("evo-test", port=0, time_scale=SCALE) as game:
+        cfg = game_config(game, screen="virtual")
+        cfg.lidar.kind = "tmrl"
+        env = make_realtime_env(config=cfg)
+        try:
+            obs, _ = env.reset(seed=0)
+            assert env.observation_space == observation_space(cfg) and env.observation_space.contains(obs)
+            for _ in range(10):
+                obs, *_ = env.step(np.array([1.0, 0.0, 0.0], np.float32))
+            lidar = obs[1][-1]  # [19] px, the newest frame
+            # the same function over the same picture the game sent: the cockpit view of the car at that frame
+            assert lidar.shape == (19,) and 0 < lidar.min() and lidar.max() <= max_distance()
+            # near the middle of the start straight: the lower beams meet both borders at about the same
+            # distance, the one straight up sees past the end of the road (TMRL's no-border value)
+            assert lidar[5] < lidar[9] and lidar[13] < lidar[9]
+            assert abs(lidar[5] - lidar[13]) < 0.2 * lidar[5]
+        finally:
+            env.close()

@@ -329,13 +329,27 @@ def test_input_drives_the_car_and_respawn_resets_the_run(game: VirtualTM2020) ->
 
 
 def test_virtual_screen_shows_the_cockpit_view(game: VirtualTM2020) -> None:
+    from evo_rl.sim.cockpit import cockpit_view
+
     with VirtualScreen(game.input_port, timeout=WAIT) as screen:
         assert isinstance(screen, ScreenBackend)
         img = screen.grab()
+        # the game window at TMRL's size: the cockpit view of the car at that frame
+        assert img.shape == (488, 958, 3) and img.dtype == np.uint8 and img.std() > 0
+        assert screen.frame >= 0
+    game.stop()  # no inputs came: the car is still at rest on the start line, as in the picture
+    np.testing.assert_array_equal(img, cockpit_view(game.world)[0])
+
+
+def test_virtual_screen_can_show_the_simulators_camera() -> None:
+    with VirtualTM2020("evo-mini", port=0, time_scale=5.0, screen="camera") as game:
+        with VirtualScreen(game.input_port, timeout=WAIT) as screen:
+            img = screen.grab()
         cam = game.world.camera_cfg
         assert img.shape == (cam.height, cam.width, 3) and img.dtype == np.uint8
         assert (img[..., 0] == img[..., 2]).all() and img.std() > 0  # grey, and not blank
-        assert screen.frame >= 0
+    with pytest.raises(EvoError, match="screen must be"):
+        VirtualTM2020("evo-mini", port=0, screen="tv")
 
 
 def test_reconnects_after_the_virtual_game_restarts() -> None:

@@ -1,4 +1,4 @@
-"""``evo-rl bench sim|replay|learner``: speed benchmarks, each printing one JSON object.
+"""``evo-rl bench sim|replay|learner|realtime``: speed benchmarks, each printing one JSON object.
 
 The options live here; each :mod:`evo_rl.bench` module's ``run`` takes them as plain keyword
 arguments (and ``bench sim`` an :class:`~evo_rl.config.EvoConfig`) and returns the JSON-ready result.
@@ -16,6 +16,7 @@ BENCHES = {
     "sim": "simulator: full environment steps per second over many cars",
     "replay": "replay memory: microseconds per sampled batch, inserts per second",
     "learner": "learning algorithms: gradient updates per second",
+    "realtime": "real-time environment against a virtual TrackMania 2020: step period, jitter, latency",
 }
 
 
@@ -45,7 +46,18 @@ def _learner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or auto")
 
 
-ARGUMENTS = {"sim": _sim_arguments, "replay": _replay_arguments, "learner": _learner_arguments}
+def _realtime_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=1200, help="control steps to drive (default 1200: 60 s at 1x)")
+    p.add_argument("--time-scale", type=float, default=1.0, help="virtual game seconds per real second (default 1)")
+    p.add_argument("--track", default="evo-test", help="the virtual game's track (default evo-test)")
+
+
+ARGUMENTS = {
+    "sim": _sim_arguments,
+    "replay": _replay_arguments,
+    "learner": _learner_arguments,
+    "realtime": _realtime_arguments,
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +91,8 @@ def bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "samples": args.samples,
             "seed": args.seed,
         }
+    if name == "realtime":
+        return {"steps": args.steps, "time_scale": args.time_scale, "track": args.track}
     return {
         "algo": args.algo,
         "seconds": args.seconds,

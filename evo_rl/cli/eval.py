@@ -24,6 +24,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", "-e", type=int, default=10, help="episodes, driven at once (default: 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--runs-dir", default="runs", help="folder holding run folders (default: runs)")
+    p.add_argument(
+        "--source",
+        choices=("sim", "tm2020"),
+        default=None,
+        help="drive in the simulator (default) or in TrackMania 2020, one episode after the other",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="with --source tm2020: game settings, e.g. game.input=virtual game.port=9100",
+    )
     p.set_defaults(func=_eval)
 
 
@@ -69,10 +81,26 @@ def _eval(args: argparse.Namespace) -> int:
         raise EvoError(f"--episodes must be at least 1, got {args.episodes}")
     path, policy = load_for_driving(args.policy, args.runs_dir, args.track)
     cfg = policy.cfg
-    result = Evaluator(cfg, args.episodes).run(lambda obs: policy.actor.act(obs, test=True))
+    act = lambda obs: policy.actor.act(obs, test=True)  # noqa: E731
+    if args.source in (None, "sim"):
+        if args.overrides:
+            raise EvoError("section.key=value overrides are for --source tm2020 (game settings)")
+        result = Evaluator(cfg, args.episodes).run(act)
+    else:  # one car in the game, its episodes one after the other
+        from evo_rl.config import apply_overrides, validate_config
+        from evo_rl.games.realtime import RealTimeVecEnv, make_realtime_env
+
+        data = apply_overrides(cfg.model_dump(mode="json"), ["env.source=" + args.source, *(args.overrides or [])])
+        cfg = validate_config(data, f"{path} + overrides")
+        env = RealTimeVecEnv(make_realtime_env(config=cfg), autoreset=False)
+        try:
+            result = Evaluator(cfg, args.episodes, env=env).run(act)
+        finally:
+            env.close()
     out = {
         "policy": str(path),
         "track": cfg.env.track,
+        "source": cfg.env.source,
         "episodes": result.episodes,
         "finish_rate": result.finish_rate,
         "lap_times": result.lap_times,
@@ -86,7 +114,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
         return 0
-    print(f"policy {path} on {cfg.env.track}, {result.episodes} episodes")
+    print(f"policy {path} on {cfg.env.track} ({cfg.env.source}), {result.episodes} episodes")
     print(f"  finish rate    {100 * result.finish_rate:.0f}%  (mean progress {100 * result.mean_progress:.0f}%)")
     if result.lap_times:
         print(f"  lap times      {', '.join(f'{t:.2f}' for t in result.lap_times)} s")

@@ -28,8 +28,21 @@ def action_space() -> spaces.Box:
 
 
 def lidar_beams(cfg: EvoConfig) -> int:
-    """Number of LIDAR beams the configured layout produces."""
+    """Number of LIDAR beams the configured kind and layout produce (TMRL's screen LIDAR: always 19)."""
+    if cfg.lidar.kind == "tmrl":
+        from evo_rl.sim.screen_lidar import BEAMS
+
+        return BEAMS
     return TIRES_BEAMS if cfg.lidar.layout == "tires" else cfg.lidar.beams
+
+
+def lidar_high(cfg: EvoConfig) -> float:
+    """The largest LIDAR value: ``lidar.range`` m (geometric) or the longest screen beam, px (tmrl)."""
+    if cfg.lidar.kind == "tmrl":
+        from evo_rl.sim.screen_lidar import max_distance
+
+        return max_distance()
+    return cfg.lidar.range
 
 
 def tuple_observation_space(cfg: EvoConfig) -> spaces.Tuple:
@@ -43,7 +56,7 @@ def tuple_observation_space(cfg: EvoConfig) -> spaces.Tuple:
     else:
         if env.flavour == "lidar_progress":
             parts.append(scalar(1.0))
-        parts.append(spaces.Box(0.0, cfg.lidar.range, (env.hist_len, lidar_beams(cfg)), np.float32))
+        parts.append(spaces.Box(0.0, lidar_high(cfg), (env.hist_len, lidar_beams(cfg)), np.float32))
     parts += [action_space() for _ in range(env.act_buf_len)]
     return spaces.Tuple(parts)
 

@@ -129,7 +129,11 @@ class World:
 
     @property
     def n_beams(self) -> int:
-        """LIDAR beams per car."""
+        """LIDAR beams per car (TMRL's screen LIDAR: 19)."""
+        if self.lidar_cfg.kind == "tmrl":
+            from evo_rl.sim.screen_lidar import BEAMS
+
+            return BEAMS
         return len(self.beam_angles)
 
     # ------------------------------------------------------------------ episodes
@@ -219,12 +223,22 @@ class World:
         return out
 
     def lidar(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
-        """LIDAR distances ``[N, beams]`` float32, metres (layouts: :mod:`evo_rl.sim.sensors`).
+        """LIDAR distances ``[N, beams]`` float32: metres (``lidar.kind: geometric``, layouts in
+        :mod:`evo_rl.sim.sensors`) or TMRL's screen LIDAR in pixels over the cockpit view (``tmrl``).
 
         With ``rows`` (car indices or an ``[N]`` bool mask) only those cars' rows of ``out`` are written.
         """
         out = _output(out, (self.n_envs, self.n_beams), np.float32, "lidar")
         idx, sub = self._rows(rows, out)
+        if self.lidar_cfg.kind == "tmrl":  # TMRL's screen LIDAR over the cockpit view, px
+            from evo_rl.sim.cockpit import cockpit_view
+            from evo_rl.sim.screen_lidar import screen_lidar_batch
+
+            views = cockpit_view(self, rows=idx, grey=True)  # [K, 488, 958] uint8
+            screen_lidar_batch(views, out=sub, threads=self.sim.threads)
+            if idx is not None:
+                out[idx] = sub
+            return out
         pos, yaw, quad = (
             (self.pos, self.yaw, self.quad) if idx is None else (self.pos[idx], self.yaw[idx], self.quad[idx])
         )

@@ -62,6 +62,12 @@ def plain_line(snap: dict[str, Any]) -> str:
             f"eval finish={100 * ev.get('finish_rate', 0.0):.0f}% lap={_lap(ev.get('mean_lap_time'))}"
             f" best={_lap(snap.get('best_lap_time'))} ref={_lap(snap.get('reference_lap_time'))}"
         )
+    rt = snap.get("realtime")
+    if rt:
+        parts.append(
+            f"step={rt['period_ms']:.1f}ms jitter_p99={rt['jitter_p99_ms']:.1f}ms "
+            f"timed_out={rt['timeouts_per_1000']:.1f}/1000"
+        )
     if snap.get("paused"):
         parts.append("PAUSED")
     return " ".join(parts)
@@ -154,6 +160,11 @@ class Dashboard:
         left.add_row("updates/s", f"{s.get('updates_per_s', 0.0):,.0f}")
         left.add_row("episodes", f"{s.get('episodes', 0):,}")
         left.add_row("replay", f"{s.get('replay_size', 0):,}")
+        rt = s.get("realtime")
+        if rt:  # a game in real time: rtgym's step timing
+            left.add_row("step period", f"{rt['period_ms']:.1f} ms")
+            left.add_row("jitter p99", f"{rt['jitter_p99_ms']:.1f} ms")
+            left.add_row("timed out", f"{rt['timeouts_per_1000']:.1f} / 1000")
 
         mid = Table(title="episodes", show_header=False, box=None, padding=(0, 1))
         mid.add_column(style="cyan", no_wrap=True)

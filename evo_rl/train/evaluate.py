@@ -56,19 +56,38 @@ class Evaluator:
     environment (separate from the training one); the same start perturbations
     every time, so evaluations are comparable."""
 
-    def __init__(self, cfg: EvoConfig, episodes: int, track: Any = None, seed: int | None = None) -> None:
+    def __init__(
+        self, cfg: EvoConfig, episodes: int, track: Any = None, seed: int | None = None, env: Any = None
+    ) -> None:
+        """``env``: drive in this one-car environment instead, one episode after the other (a real-time game,
+        :class:`~evo_rl.games.realtime.RealTimeVecEnv` with ``autoreset=False``)."""
         from evo_rl.envs.vector import VecTrackEnv
 
         self.cfg = cfg
         self.episodes = episodes
-        self.env = VecTrackEnv(cfg, n_envs=episodes, track=track, autoreset=False)
+        self.sequential = env is not None
+        self.env = env if env is not None else VecTrackEnv(cfg, n_envs=episodes, track=track, autoreset=False)
         self.seed = cfg.env.seed + 1_000_003 if seed is None else seed
         self.reference_lap_time = reference_lap_time(self.env.track, cfg)
 
     def run(self, act: Act, max_steps: int | None = None) -> EvalResult:
-        """Drive every car until its episode ends (``env.max_steps`` at most)."""
-        n = self.episodes
-        obs, _ = self.env.reset(seed=self.seed)
+        """Drive every episode until it ends (``env.max_steps`` at most)."""
+        if not self.sequential:
+            parts = [self._drive(act, self.episodes, self.seed, max_steps)]
+        else:
+            parts = [self._drive(act, 1, self.seed + k, max_steps) for k in range(self.episodes)]
+        lap, progress, ret, cps = (np.concatenate([part[i] for part in parts]) for i in range(4))
+        reasons: dict[str, int] = {}
+        for part in parts:
+            for key, count in part[4].items():
+                reasons[key] = reasons.get(key, 0) + count
+        return summarize(lap, progress, ret, cps, reasons, self.reference_lap_time)
+
+    def _drive(
+        self, act: Act, n: int, seed: int, max_steps: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+        """Lap time (NaN unfinished), progress, return and checkpoints ``[n]`` of ``n`` cars driven at once."""
+        obs, _ = self.env.reset(seed=seed)
         done = np.zeros(n, bool)  # [N]
         lap = np.full(n, np.nan)  # [N] lap time where finished
         progress = np.zeros(n)  # [N]
@@ -98,7 +117,7 @@ class Evaluator:
             ret[rest] = info["episode_return"][rest]
             cps[rest] = info["checkpoints"][rest]
             reasons["eval_limit"] = int(rest.sum())
-        return summarize(lap, progress, ret, cps, reasons, self.reference_lap_time)
+        return lap, progress, ret, cps, reasons
 
 
 def summarize(

@@ -637,6 +637,7 @@ class Trainer:
             "evaluations": c.evaluations,
             "paused": paused,
             "status": "collecting random steps" if self._random_phase() else "learning",
+            "realtime": self.env.timing.summary() if hasattr(self.env, "timing") else None,
         }
 
     def _log_interval(self) -> None:
@@ -650,6 +651,8 @@ class Trainer:
         if losses:
             self.shown_losses = losses
         record = {"time": time.time(), **self._counts(), "checkpoints_passed": c.checkpoints_passed}
+        if hasattr(self.env, "timing"):  # a game in real time: its step timing (evo_rl.games.realtime.StepTiming)
+            record["realtime"] = self.env.timing.summary()
         if episode is not None:
             record["episode"] = episode
         if losses:

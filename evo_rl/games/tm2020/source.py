@@ -295,7 +295,7 @@ class Reconnecting:
 def open_source(cfg: EvoConfig, track: Track | None = None, **backends: Any) -> TM2020Source:
     """A :class:`TM2020Source` with the client and the backends ``cfg.game`` names (``backends`` override them)."""
     from evo_rl.games.capture import MssScreen, VirtualScreen
-    from evo_rl.games.control import GamepadInput, VirtualInput
+    from evo_rl.games.control import VirtualInput, make_input
 
     game = cfg.game
     client = backends.get("client") or TM2020Client(port=game.port, protocol=game.protocol)
@@ -305,17 +305,13 @@ def open_source(cfg: EvoConfig, track: Track | None = None, **backends: Any) -> 
         if inputs is None:
             if game.input == "virtual":
                 inputs = Reconnecting(lambda: VirtualInput(input_port))
-            elif game.input == "gamepad":
-                inputs = GamepadInput()
             else:
-                from evo_rl.games.control import make_input  # type: ignore[attr-defined]
-
-                inputs = make_input("keyboard")
+                inputs = make_input(game.input)
         screen = backends.get("screen")
         if screen is None and game.screen == "virtual":
             screen = Reconnecting(lambda: VirtualScreen(input_port))
         elif screen is None and game.screen == "window":
-            from evo_rl.games import window  # type: ignore[attr-defined]
+            from evo_rl.games import window
 
             screen = MssScreen(region=window.prepare_window(game.window_width, game.window_height))
         if track is None and cfg.env.track is not None:

@@ -9,7 +9,9 @@ every live layer:
   in the EVO RL protocol it runs the commands (ping, respawn, restart the map) as the plugin does;
 - **input and screen** on ``127.0.0.1:input_port`` (:mod:`evo_rl.games.virtual_link`): the inputs a
   :class:`~evo_rl.games.control.VirtualInput` sets drive the car from the next frame on, and a
-  :class:`~evo_rl.games.capture.VirtualScreen` gets the cockpit view (``World.images()``).
+  :class:`~evo_rl.games.capture.VirtualScreen` gets the game window's picture: the cockpit view at
+  TMRL's window size with the road borders black (``screen="cockpit"``, :mod:`evo_rl.sim.cockpit`, what
+  TMRL's screen LIDAR reads), or the simulator's own camera (``screen="camera"``, ``World.images()``).
 
 Everything runs on one thread that waits in ``select`` between frames. A respawn (command or
 button) starts a new run from the start line; restarting the map does the same in the virtual game.
@@ -22,6 +24,7 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from typing import Any, Literal
 
 import numpy as np
@@ -55,7 +58,11 @@ class VirtualTM2020:
         input_port: int | None = None,
         car: CarConfig | None = None,
         camera: CameraConfig | None = None,
+        screen: Literal["cockpit", "camera"] = "cockpit",
     ) -> None:
+        if screen not in ("cockpit", "camera"):
+            raise EvoError(f"screen must be 'cockpit' or 'camera', got {screen!r}")
+        self.screen = screen
         if protocol not in ("evo", "tmrl"):
             raise EvoError(f"protocol must be 'evo' or 'tmrl', got {protocol!r}")
         if not (math.isfinite(time_scale) and 0.01 <= time_scale <= 100):
@@ -76,7 +83,7 @@ class VirtualTM2020:
         )
         # compile (or load) the simulator's kernels now, not in the first frame under a client's timeout
         self.world.step(np.zeros((1, 3), np.float32))
-        self.world.images()
+        self._picture()
         self.world.reset()
         port = (p.DEFAULT_PORT if protocol == "evo" else p.TMRL_PORT) if port is None else port
         if input_port is None:
@@ -100,6 +107,7 @@ class VirtualTM2020:
         self._links: dict[socket.socket, bytearray] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.sent_at: deque[tuple[int, float]] = deque(maxlen=4096)  # (record frame, time.monotonic() when sent)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -215,8 +223,9 @@ class VirtualTM2020:
             elif request is link.Request.RESPAWN:
                 self._respawn = True
             else:
-                img = self.world.images()[0]
-                header = link.encode_screen_header(self.frame, img.shape[0], img.shape[1], 1)
+                img = self._picture()
+                channels = img.shape[2] if img.ndim == 3 else 1
+                header = link.encode_screen_header(self.frame, img.shape[0], img.shape[1], channels)
                 try:
                     sock.sendall(header + img.tobytes())
                 except OSError:
@@ -261,6 +270,16 @@ class VirtualTM2020:
             self._client.sendall(data)
         except OSError:
             self._drop_client()
+            return
+        self.sent_at.append((self.frame - 1, time.monotonic()))
+
+    def _picture(self) -> np.ndarray:
+        """The game window: ``[488, 958, 3]`` RGB cockpit view, or the ``[H, W]`` grey camera."""
+        if self.screen == "camera":
+            return self.world.images()[0]
+        from evo_rl.sim.cockpit import cockpit_view
+
+        return cockpit_view(self.world)[0]
 
     # ------------------------------------------------------------------ records
 
