@@ -39,6 +39,7 @@ from evo_rl.algos import make_agent
 from evo_rl.algos.state import flatten_state, unflatten_state
 from evo_rl.config import EvoConfig
 from evo_rl.errors import CheckpointError
+from evo_rl.games.errors import GameConnectionError
 from evo_rl.train.checkpoint import Checkpoint, CheckpointManager, rng_state, set_rng_state
 from evo_rl.train.dashboard import Dashboard
 from evo_rl.train.evaluate import EvalResult, Evaluator, RecentEpisodes
@@ -689,6 +690,7 @@ class Trainer:
         interval_start = 0.0
         paused = False
         reason = "done"
+        lost: Exception | None = None
         try:
             with self.dashboard:
                 for note in self._notes:
@@ -721,7 +723,12 @@ class Trainer:
                         next_poll = 0.0
                         self.dashboard.update(self._snapshot(now, paused))
                         continue
-                    step()
+                    try:
+                        step()
+                    except GameConnectionError as e:  # the game did not come back: save what was learned, then say so
+                        lost = e
+                        reason = "game_lost"
+                        break
                     if now >= next_log:
                         self.interval.seconds = now - interval_start
                         interval_start = now
@@ -742,7 +749,7 @@ class Trainer:
                 self.interval.seconds = clock() - interval_start
                 self._log_interval()
                 self.dashboard.message(f"stopping: {reason}")
-                if reason not in ("SIGINT", "SIGTERM"):
+                if reason not in ("SIGINT", "SIGTERM", "game_lost"):
                     self.evaluate()
                 self.save_checkpoint()
                 self.dashboard.update(self._snapshot(clock(), False), log_line=True)
@@ -759,4 +766,6 @@ class Trainer:
         if errors:
             self.dashboard.message(f"warning: {errors} writes to metrics.jsonl failed (is the disk full?)")
         self.stop_reason = reason
+        if lost is not None:
+            raise lost
         return c
