@@ -719,3 +719,34 @@ def test_example_configs_in_the_vector_env(name: str) -> None:
     assert "finish" in reasons
     if name == "tmrl":
         assert "failure_countdown" in reasons  # the car that stands still
+
+
+def test_no_progress_without_a_track_model_counts_metres_driven() -> None:
+    n = 2
+    m = RewardManager(
+        [RewardTermConfig(term="time_penalty")],
+        EpisodeConfig(no_progress_seconds=0.5),
+        None,
+        n,
+        source="game",
+        provides=GAME,
+    )
+    m.reset(np.ones(n, bool))
+    pos = np.zeros((n, 3))
+    ended_at = {}
+    for step in range(1, 40):  # car 0 drives 0.5 m per step; car 1 creeps 0.01 m per step
+        prev = pos.copy()
+        pos = pos + np.array([[0.5, 0.0, 0.0], [0.01, 0.0, 0.0]])
+        out = m(ctx_of(world(n, pos3=pos), n, step=step, prev_pos3=prev))
+        for i in np.flatnonzero(out.terminate):
+            ended_at.setdefault(int(i), (step, out.reason[i]))
+    assert 0 not in ended_at
+    assert ended_at[1] == (11, "no_progress")  # its last gain is the first step; 10 steps of 0.05 s later, 0.5 s
+    # rules that need the car's place on a track are refused, naming the rule and the source
+    with pytest.raises(ConfigError, match=r"episode.max_stray needs track.*car source 'game'"):
+        RewardManager(
+            [RewardTermConfig(term="time_penalty")], EpisodeConfig(max_stray=5.0), None, 1, "game", None, GAME
+        )
+    # a reference-reading term without any reference: refused when built
+    with pytest.raises(ConfigError, match="needs a reference trajectory"):
+        RewardManager([RewardTermConfig(term="progress_trajectory")], EpisodeConfig(), None, 1, "game", None, GAME)
