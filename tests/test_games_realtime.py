@@ -214,3 +214,31 @@ def test_tmrl_lidar_from_the_virtual_games_window() -> None:
             assert abs(lidar[5] - lidar[13]) < 0.2 * lidar[5]
         finally:
             env.close()
+
+
+def test_tmrl_protocol_episode_and_respawn_through_the_input_backend() -> None:
+    """TMRL's plugin: no commands, no heading or race time; respawn is the game's button."""
+    with VirtualTM2020("evo-test", port=0, protocol="tmrl", time_scale=SCALE) as game:
+        cfg = game_config(game, protocol="tmrl", screen="virtual")
+        cfg.lidar.kind = "tmrl"
+        env = make_realtime_env(config=cfg)
+        try:
+            assert env.source.name == "tm2020-tmrl" and "race_time" not in env.source.provides
+            obs, info = env.reset(seed=0)
+            start = info["position"]
+            for _ in range(40):
+                obs, reward, terminated, truncated, info = env.step(np.array([1.0, 0.0, 0.0], np.float32))
+            assert info["position"][0] - start[0] > 2.0 and info["progress"] > 0 and not (terminated or truncated)
+            assert env.source.yaw[0] == pytest.approx(0.0, abs=0.05)  # heading from the motion: along +x
+            obs, info = env.reset(seed=1)  # the respawn button, then a record at rest back at the start
+            np.testing.assert_allclose(info["position"], start, atol=0.5)
+            assert info["speed_kmh"] < 2.0
+        finally:
+            env.close()
+    # a term that needs what TMRL's plugin does not send is refused at start-up
+    with VirtualTM2020("evo-test", port=0, protocol="tmrl", time_scale=SCALE) as game:
+        cfg = game_config(game, protocol="tmrl", screen="virtual")
+        cfg.lidar.kind = "tmrl"
+        cfg.reward = [RewardTermConfig(term="checkpoint")]
+        with pytest.raises(ConfigError, match=r"term 'checkpoint' needs checkpoints.*'tm2020-tmrl'"):
+            make_realtime_env(config=cfg)

@@ -131,7 +131,7 @@ def summarize(
     """The :class:`EvalResult` of episodes: lap time ``[E]`` s (NaN unfinished), progress, return, checkpoints."""
     n = len(lap)
     laps = [float(t) for t in lap[np.isfinite(lap)]]
-    mean_lap = float(np.mean(laps)) if laps else None
+    mean_lap = round(float(np.mean(laps)), 3) if laps else None  # laps count whole ms
     per_episode = np.where(np.isfinite(lap), 1.0 + (ref or 0.0) / np.where(np.isfinite(lap), lap, 1.0), progress)
     return EvalResult(
         episodes=n,

@@ -16,6 +16,7 @@ decides when to observe.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -131,9 +132,8 @@ class TM2020Source:
 
     def _wait_restart(self, before: int) -> Telemetry:
         """TMRL's plugin has no race time: a restarted run is a record at rest with its distance back near 0."""
-        seq = before
-        deadline = RESPAWN_TIMEOUT / max(self.timeout, 1e-3)
-        for _ in range(max(1, int(deadline * 50))):
+        seq, deadline = before, time.monotonic() + RESPAWN_TIMEOUT
+        while time.monotonic() < deadline:
             t = self.client.wait_newer(seq, self.timeout)
             seq = t.seq
             if t.record.distance < 1.0 and abs(t.record.speed) < 0.5:
