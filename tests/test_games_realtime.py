@@ -242,3 +242,16 @@ def test_tmrl_protocol_episode_and_respawn_through_the_input_backend() -> None:
         cfg.reward = [RewardTermConfig(term="checkpoint")]
         with pytest.raises(ConfigError, match=r"term 'checkpoint' needs checkpoints.*'tm2020-tmrl'"):
             make_realtime_env(config=cfg)
+
+
+def test_bench_realtime_and_capture_report_their_figures() -> None:
+    from evo_rl.bench.capture import run_virtual_screen
+    from evo_rl.bench.realtime import run
+
+    out = run(steps=60, time_scale=SCALE)
+    assert out["bench"] == "realtime" and out["nominal_period_ms"] == pytest.approx(10.0)
+    for key in ("period_ms", "jitter_p50_ms", "jitter_p99_ms", "timeouts_per_1000", "latency_p50_ms", "act_ms"):
+        assert np.isfinite(out[key]) and out[key] >= 0, key
+    assert out["latency_p50_ms"] > 0  # the telemetry's own delivery at least
+    cap = run_virtual_screen(frames=5, time_scale=SCALE)
+    assert (cap["height"], cap["width"]) == (488, 958) and cap["capture_ms"]["mean"] > 0

@@ -106,3 +106,34 @@ def run_capture(frames: int = 200, width: int | None = None, height: int | None 
         "frame_ms": timing["frame_ms"],
         "distance_m": round(float(world.progress_s[0]), 1),
     }
+
+
+def run_virtual_screen(frames: int = 200, time_scale: float = 1.0) -> dict[str, Any]:
+    """Capture through a virtual TrackMania 2020's screen (``VirtualScreen``) plus the screen LIDAR, per frame.
+
+    The virtual game (on a thread of this process) renders its window, 958 x 488 RGB, on each request
+    and sends it over loopback, as a capture of the real window would deliver it; the car drives with
+    full gas so the picture changes.
+    """
+    from evo_rl.games.capture import VirtualScreen
+    from evo_rl.games.control import VirtualInput
+    from evo_rl.games.tm2020.virtual import VirtualTM2020
+
+    with VirtualTM2020("evo-test", port=0, time_scale=time_scale) as game:
+        with VirtualScreen(game.input_port) as screen, VirtualInput(game.input_port) as pad:
+            pad.apply(1.0, 0.0, 0.0)
+            timing = time_lidar(screen.grab, frames)
+    return {
+        "scope": "VirtualScreen.grab() of a virtual TrackMania 2020 (render + loopback transfer) and the screen LIDAR",
+        "frames": timing["frames"],
+        "width": timing["width"],
+        "height": timing["height"],
+        "capture_ms": timing["grab_ms"],
+        "lidar_ms": timing["lidar_ms"],
+        "frame_ms": timing["frame_ms"],
+    }
+
+
+def run(frames: int = 200) -> dict[str, Any]:
+    """``evo-rl bench capture``: the virtual screen (capture + LIDAR) and the simulator's cockpit view (render + LIDAR)."""
+    return {"bench": "capture", "virtual_screen": run_virtual_screen(frames), "simulator": run_capture(frames)}

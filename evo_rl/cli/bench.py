@@ -1,4 +1,4 @@
-"""``evo-rl bench sim|replay|learner|realtime``: speed benchmarks, each printing one JSON object.
+"""``evo-rl bench sim|replay|learner|realtime|capture``: speed benchmarks, each printing one JSON object.
 
 The options live here; each :mod:`evo_rl.bench` module's ``run`` takes them as plain keyword
 arguments (and ``bench sim`` an :class:`~evo_rl.config.EvoConfig`) and returns the JSON-ready result.
@@ -17,6 +17,7 @@ BENCHES = {
     "replay": "replay memory: microseconds per sampled batch, inserts per second",
     "learner": "learning algorithms: gradient updates per second",
     "realtime": "real-time environment against a virtual TrackMania 2020: step period, jitter, latency",
+    "capture": "capture of a virtual game's window and TMRL's screen LIDAR, per frame",
 }
 
 
@@ -52,11 +53,16 @@ def _realtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", default="evo-test", help="the virtual game's track (default evo-test)")
 
 
+def _capture_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=int, default=200, help="timed frames (default 200)")
+
+
 ARGUMENTS = {
     "sim": _sim_arguments,
     "replay": _replay_arguments,
     "learner": _learner_arguments,
     "realtime": _realtime_arguments,
+    "capture": _capture_arguments,
 }
 
 
@@ -91,6 +97,8 @@ def bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "samples": args.samples,
             "seed": args.seed,
         }
+    if name == "capture":
+        return {"frames": args.frames}
     if name == "realtime":
         return {"steps": args.steps, "time_scale": args.time_scale, "track": args.track}
     return {
