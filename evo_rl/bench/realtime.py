@@ -8,7 +8,9 @@ control steps with the shipped policy (its episodes restart when they end). Repo
 - ``jitter_p50_ms`` / ``jitter_p99_ms``: |period - nominal|, median and 99th percentile;
 - ``timeouts_per_1000``: steps that came later than rtgym's elastic limit (its "time-step timed out");
 - ``latency_*_ms``: record latency, from the moment the game sent the frame an observation is built
-  from to the moment ``step`` returned that observation (the record's own delivery included);
+  from to the moment the observation was built (delivery, decoding, placing the car, LIDAR, rewards);
+- ``age_at_return_*_ms``: how old that frame is when ``step`` returns the observation: the latency plus
+  rtgym's wait from the capture (``game.obs_capture``, 40 ms) to the end of the control step (50 ms);
 - ``act_ms``: the policy's time per step, so the budget it leaves is visible.
 
 Episode ends (a respawn) are left out of the periods: rtgym pauses its clock there, as TMRL does.
@@ -41,6 +43,7 @@ def run(steps: int = 1200, time_scale: float = 1.0, track: str = "evo-test", por
         cfg.game.time_scale = time_scale
         env = make_realtime_env(config=cfg)
         latencies: list[float] = []
+        ages: list[float] = []
         act_s: list[float] = []
         episodes = finishes = 0
         try:
@@ -54,7 +57,8 @@ def run(steps: int = 1200, time_scale: float = 1.0, track: str = "evo-test", por
                 telemetry = env.source.telemetry  # type: ignore[attr-defined]
                 sent = dict(game.sent_at).get(telemetry.record.frame) if telemetry is not None else None
                 if sent is not None:
-                    latencies.append(returned - sent)
+                    latencies.append(env.interface.observed_at - sent)
+                    ages.append(returned - sent)
                 if terminated or truncated:
                     episodes += 1
                     finishes += bool(info["finished"])
@@ -63,6 +67,7 @@ def run(steps: int = 1200, time_scale: float = 1.0, track: str = "evo-test", por
         finally:
             env.close()
     lat = np.asarray(latencies) * 1000.0
+    age = np.asarray(ages) * 1000.0
     return {
         "bench": "realtime",
         "steps": steps,
@@ -72,6 +77,7 @@ def run(steps: int = 1200, time_scale: float = 1.0, track: str = "evo-test", por
         "latency_mean_ms": round(float(lat.mean()), 3) if len(lat) else None,
         "latency_p50_ms": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
         "latency_p99_ms": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
+        "age_at_return_p50_ms": round(float(np.percentile(age, 50)), 3) if len(age) else None,
         "act_ms": round(1000.0 * float(np.mean(act_s)), 3),
         "episodes_ended": episodes,
         "finishes": finishes,

@@ -7,6 +7,6 @@
 - :mod:`evo_rl.games.tm2020`: TrackMania 2020 through OpenPlanet: the record protocol, the client,
   the plugin installer and the virtual TrackMania 2020.
 
-Game-only packages (vgamepad, mss, pywin32) are imported lazily; without them a clear
+Game-only packages (vgamepad, mss, rtgym) are imported lazily; without them a clear
 message names the ``game`` extra to install. Everything here is documented in docs/games.md.
 """

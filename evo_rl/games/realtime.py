@@ -98,6 +98,7 @@ class TrackInterface:
         self.last_step: Any = None  # the StepResult of the last capture
         self.lost: str | None = None  # why the game stopped answering, in the running episode
         self.error: BaseException | None = None  # an error on rtgym's step thread, raised by the wrapper
+        self.observed_at = 0.0  # time.monotonic() when the last observation was built
 
     # rtgym's interface --------------------------------------------------------
 
@@ -152,6 +153,7 @@ class TrackInterface:
         if self.lost is None and self._sent is not None:
             try:
                 self.last_step = self.core.settle(self._sent)
+                self.observed_at = time.monotonic()
             except GameConnectionError as e:
                 self.lost = str(e)
         if self.lost is not None:  # end the episode; the wrapper reports it as truncated, not as a lap

@@ -149,8 +149,10 @@ class TM2020Source:
         self.inputs.apply(*action_to_inputs(actions[0], self.controls))
 
     def observe(self) -> None:
-        """The first record newer than the inputs (:class:`GameConnectionError` when none comes in time)."""
-        self._update(self.client.wait_newer(self._sent, self.timeout))
+        """The next record: newer than the inputs and than every record already received, so the
+        observation shows the car at most one transfer old (it waits for at most one game frame).
+        :class:`GameConnectionError` when none comes within ``game.record_timeout``."""
+        self._update(self.client.wait_newer(max(self._sent, self.client.seq), self.timeout))
         self._picture = None
 
     def speed(self) -> np.ndarray:
