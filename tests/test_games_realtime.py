@@ -255,3 +255,20 @@ def test_bench_realtime_and_capture_report_their_figures() -> None:
     assert out["latency_p50_ms"] > 0  # the telemetry's own delivery at least
     cap = run_virtual_screen(frames=5, time_scale=SCALE)
     assert (cap["height"], cap["width"]) == (488, 958) and cap["capture_ms"]["mean"] > 0
+
+
+def test_focusing_the_game_window_warns_where_it_cannot(monkeypatch) -> None:
+    from evo_rl.games import window
+    from evo_rl.games.errors import GameError
+    from evo_rl.games.tm2020 import source
+
+    def no_window(*args, **kwargs):
+        raise GameError("no window system here")
+
+    monkeypatch.setattr(window, "prepare_window", no_window)
+    with pytest.warns(UserWarning, match="not focused.*no window system here"):
+        source._focus_game_window(EvoConfig())
+    sized = []
+    monkeypatch.setattr(window, "prepare_window", lambda w, h: sized.append((w, h)) or {})
+    source._focus_game_window(EvoConfig())
+    assert sized == [(958, 488)]

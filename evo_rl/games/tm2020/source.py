@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -294,6 +295,18 @@ class Reconnecting:
         self._backend.close()
 
 
+def _focus_game_window(cfg: EvoConfig) -> None:
+    """Bring the game window to the front and size it, so the keys and the pad reach it; without a screen
+    to capture this only helps, so a machine that cannot do it (no xdotool) gets a warning, not an error."""
+    from evo_rl.games import window
+    from evo_rl.games.errors import GameError
+
+    try:
+        window.prepare_window(cfg.game.window_width, cfg.game.window_height)
+    except GameError as e:
+        warnings.warn(f"the game window was not focused ({e}); click into it before the car drives", stacklevel=3)
+
+
 def open_source(cfg: EvoConfig, track: Track | None = None, **backends: Any) -> TM2020Source:
     """A :class:`TM2020Source` with the client and the backends ``cfg.game`` names (``backends`` override them)."""
     from evo_rl.games.capture import MssScreen, VirtualScreen
@@ -316,6 +329,8 @@ def open_source(cfg: EvoConfig, track: Track | None = None, **backends: Any) -> 
             from evo_rl.games import window
 
             screen = MssScreen(region=window.prepare_window(game.window_width, game.window_height))
+        elif game.input != "virtual" and "inputs" not in backends:
+            _focus_game_window(cfg)
         if track is None and cfg.env.track is not None:
             from evo_rl.sim.catalog import get_track
 
