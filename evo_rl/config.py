@@ -117,8 +117,10 @@ class CameraConfig(Section):
 
 
 class EnvConfig(Section):
-    source: Literal["sim", "tm2020"] = Field(
-        "sim", description="car source: sim (the built-in simulator) or tm2020 (TrackMania 2020, settings in game)"
+    source: Literal["sim", "tm2020", "tmnf"] = Field(
+        "sim",
+        description="car source: sim (the built-in simulator), tm2020 (TrackMania 2020) or tmnf (TrackMania Nations "
+        "Forever through TMInterface); game settings in the game section",
     )
     track: str | None = Field(
         "evo-test",
@@ -175,6 +177,10 @@ class GameConfig(Section):
     reconnect_timeout: float = Field(
         60.0, gt=0, description="seconds an episode start waits for a game that stopped answering to come back"
     )
+    ports: list[int] = Field(
+        default_factory=lambda: [9200], description="TMNF: the instances' ports on 127.0.0.1, one car each"
+    )
+    speed: float = Field(1.0, ge=1, le=100, description="TMNF: game speed (lock-step, so no game time is lost)")
     time_scale: float = Field(
         1.0, ge=0.01, le=100, description="virtual games only: game seconds per real second (tests: 5)"
     )

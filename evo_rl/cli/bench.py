@@ -1,4 +1,4 @@
-"""``evo-rl bench sim|replay|learner|realtime|capture``: speed benchmarks, each printing one JSON object.
+"""``evo-rl bench sim|replay|learner|realtime|capture|tmnf``: speed benchmarks, each printing one JSON object.
 
 The options live here; each :mod:`evo_rl.bench` module's ``run`` takes them as plain keyword
 arguments (and ``bench sim`` an :class:`~evo_rl.config.EvoConfig`) and returns the JSON-ready result.
@@ -18,6 +18,7 @@ BENCHES = {
     "learner": "learning algorithms: gradient updates per second",
     "realtime": "real-time environment against a virtual TrackMania 2020: step period, jitter, latency",
     "capture": "capture of a virtual game's window and TMRL's screen LIDAR, per frame",
+    "tmnf": "lock-step steps per second through the TMNF protocol against virtual TMNF instances",
 }
 
 
@@ -57,12 +58,18 @@ def _capture_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=200, help="timed frames (default 200)")
 
 
+def _tmnf_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--instances", type=int, default=1, help="virtual TMNF instances (default 1)")
+    p.add_argument("--steps", type=int, default=2000, help="steps per instance (default 2000)")
+
+
 ARGUMENTS = {
     "sim": _sim_arguments,
     "replay": _replay_arguments,
     "learner": _learner_arguments,
     "realtime": _realtime_arguments,
     "capture": _capture_arguments,
+    "tmnf": _tmnf_arguments,
 }
 
 
@@ -97,6 +104,8 @@ def bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "samples": args.samples,
             "seed": args.seed,
         }
+    if name == "tmnf":
+        return {"instances": args.instances, "steps": args.steps}
     if name == "capture":
         return {"frames": args.frames}
     if name == "realtime":

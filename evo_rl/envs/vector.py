@@ -123,6 +123,10 @@ class VecTrackEnv(VectorEnv):
             }
         return self.core.observation(), res.reward, res.terminated, res.truncated, infos
 
+    def close(self, **kwargs: Any) -> None:
+        """Release the car source (a game's connections; the simulator holds none)."""
+        self.core.source.close()
+
     def render(self) -> np.ndarray | None:
         """An RGB frame [H, W, 3] uint8 of ``render_mode`` (None when it is None)."""
         if self.render_mode is None:

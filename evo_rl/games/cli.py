@@ -130,6 +130,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     vtm.add_argument("--seconds", type=float, default=None, help="stop after this many real seconds")
     vtm.set_defaults(func=_virtual)
 
+    vtn = vgames.add_parser(
+        "tmnf",
+        help="virtual TMNF instances on 127.0.0.1 (lock-step, speed-up, rewind)",
+        description="Runs the simulator as TrackMania Nations Forever instances speaking the EVO RL TMInterface "
+        "plugin's lock-step protocol, instance k on --port + k. Ctrl-C stops them.",
+    )
+    vtn.add_argument("--track", "-t", default="evo-test", help="built-in track name or .track file")
+    vtn.add_argument("--port", type=int, default=9200, help="port of the first instance (default: 9200)")
+    vtn.add_argument("--instances", type=int, default=1, help="instances (default: 1)")
+    vtn.add_argument("--speed", type=float, default=1.0, help="game speed 1..100 (default: 1)")
+    vtn.add_argument("--seconds", type=float, default=None, help="stop after this many real seconds")
+    vtn.set_defaults(func=_virtual_tmnf)
+
 
 def _add_protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=["evo", "tmrl"], default="evo", help="telemetry protocol (default: evo)")
@@ -350,6 +363,31 @@ def _record_track(args: argparse.Namespace) -> int:
     if lap is not None:
         print(f"saved {ref_out}: {len(points)} points every {args.spacing:g} m, {length:.1f} m, {_lap_time_text(lap)}")
     print(f"use them with: env.track={out} episode.reference={reference}")
+    return 0
+
+
+def _virtual_tmnf(args: argparse.Namespace) -> int:
+    from evo_rl.games.tmnf.virtual import VirtualTMNF
+
+    if args.instances < 1:
+        raise EvoError(f"--instances {args.instances}: give at least 1")
+    games: list[VirtualTMNF] = []
+    try:
+        for k in range(args.instances):
+            games.append(VirtualTMNF(args.track, port=args.port + k, speed=args.speed).start())
+        ports = ", ".join(str(g.port) for g in games)
+        print(
+            f"virtual TMNF on track {games[0].track.name}: {len(games)} instance(s) on 127.0.0.1 ports {ports}, "
+            f"speed {args.speed:g}x; Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(args.seconds if args.seconds is not None else 10**9)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for g in games:
+            g.stop()
     return 0
 
 

@@ -209,6 +209,11 @@ class Trainer:
         self.env: Any
         if cfg.env.source == "sim":
             self.env = VecTrackEnv(cfg)
+        elif cfg.env.source == "tmnf":  # lock-step game instances, one car each
+            from evo_rl.games.tmnf.source import open_source
+
+            source = open_source(cfg, cfg.game.ports, virtual=cfg.game.input == "virtual", speed=cfg.game.speed)
+            self.env = VecTrackEnv(cfg, n_envs=source.n_envs, source=source)
         else:  # a game: one car in real time
             from evo_rl.games.realtime import open_vec_env
 

@@ -96,6 +96,10 @@ def source_fields(cfg: EvoConfig, has_track: bool) -> tuple[str, frozenset[str]]
         from evo_rl.sim.world import World
 
         return World.name, World.provides
+    if cfg.env.source == "tmnf":
+        from evo_rl.games.tmnf import source as tmnf
+
+        return tmnf.TMNFSource.name, tmnf.provides(cfg, has_track, virtual=cfg.game.input == "virtual")
     from evo_rl.games.tm2020.source import provides, source_name
 
     return source_name(cfg), provides(cfg, has_track)

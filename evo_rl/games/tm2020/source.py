@@ -30,11 +30,9 @@ from evo_rl.games.control import InputBackend, action_to_inputs
 from evo_rl.games.errors import GameConnectionError
 from evo_rl.games.tm2020 import protocol as p
 from evo_rl.games.tm2020.client import Telemetry, TM2020Client
-from evo_rl.sim.geometry import locate, strip_edges, track_coords
-from evo_rl.sim.sensors import beam_layout, lidar_cars
+from evo_rl.games.track_model import TrackModel
 from evo_rl.sim.track import Track
 
-NEAR_QUADS = 24  # quads around the last one searched first when placing the car on the track model
 RESPAWN_TIMEOUT = 5.0  # s for a respawn to show in the telemetry
 RESPAWN_RACE_TIME_MS = 300  # a run this young counts as restarted (TMRL's plugin: speed and distance near 0)
 
@@ -105,9 +103,7 @@ class TM2020Source:
         self.lateral = np.zeros(n)
         self.telemetry: Telemetry | None = None  # the record the arrays come from
         self._sent = -1  # client seq when the last inputs were sent
-        if track is not None:
-            self._edges = strip_edges(track.left, track.right)  # [M, 4, 3]
-            self._angles, self._origins = beam_layout(cfg.lidar, cfg.car)  # [B], [B, 2]
+        self._model = TrackModel(track, cfg) if track is not None else None
         self._picture: np.ndarray | None = None  # [H, W, 3] uint8, the last grab
         self._last_xz = (0.0, 0.0)  # horizontal position of the previous record, m
 
@@ -174,13 +170,8 @@ class TM2020Source:
 
             out[0] = screen_lidar(self._grab())
             return out
-        assert self.track is not None
-        plane = self.pos3[:, [0, 2]].copy()  # [1, 2] simulator (x, y)
-        lidar_cars(
-            1, self._edges, plane, self.yaw, self.quad, self._angles, self._origins, self.cfg.lidar.range, out,
-            threads=1,
-        )  # fmt: skip
-        return out
+        assert self._model is not None
+        return self._model.lidar(self.pos3[:, [0, 2]], self.yaw, self.quad, out)
 
     def images(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """``[1, H, W]`` uint8: the window picture in grey, resized to the camera's size (``camera``)."""
@@ -236,15 +227,8 @@ class TM2020Source:
 
     def _place(self, first: bool) -> None:
         """Quad, progress and lateral offset of the car on the track model (the last known quad off the strip)."""
-        assert self.track is not None
-        plane = self.pos3[:, [0, 2]]  # [1, 2]
-        q0 = int(self.quad[0])
-        lo, hi = max(q0 - NEAR_QUADS, 0), min(q0 + NEAR_QUADS, self.track.n_quads)
-        q = -1 if first else int(locate(self._edges[lo:hi], plane)[0])
-        q = q + lo if q >= 0 else int(locate(self._edges, plane)[0])
-        if q >= 0:
-            self.quad[0] = q
-        s, lat = track_coords(self._edges, self.track.s, self.track.center, self.quad, plane)
+        assert self._model is not None
+        s, lat = self._model.place(self.pos3[:, [0, 2]], self.quad, np.array([first]))
         self.progress_s[0] = s[0]
         self.lateral[0] = lat[0]
 

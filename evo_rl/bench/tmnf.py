@@ -1,0 +1,65 @@
+"""``evo-rl bench tmnf``: lock-step steps through the TMNF protocol against virtual TMNF instances.
+
+``instances`` virtual TMNF instances (threads of this process, at game speed 100: a step paced to at
+least ``dt / 100`` = 0.5 ms) are driven by one :class:`~evo_rl.games.tmnf.source.TMNFSource` with full
+gas for ``steps`` steps each. Reported: steps per second per instance and in total, and the time of a
+lock-step beyond the simulator's own compute and the game's pacing floor (``protocol_overhead``).
+The instances share this process's interpreter, so several of them also share one core's worth of
+Python; real TMNF instances are separate processes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from evo_rl.config import EvoConfig
+from evo_rl.games.tmnf.source import open_source
+from evo_rl.games.tmnf.virtual import VirtualTMNF
+
+
+def run(instances: int = 1, steps: int = 2000, track: str = "evo-test") -> dict[str, Any]:
+    games = [VirtualTMNF(track, port=0, speed=100.0).start() for _ in range(instances)]
+    try:
+        cfg = EvoConfig()
+        cfg.env.track = track
+        source = open_source(cfg, [g.port for g in games], virtual=True, speed=100.0)
+        try:
+            source.reset()
+            actions = np.tile(np.array([[1.0, -1.0, 0.0]], np.float32), (instances, 1))
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                source.step(actions)
+                source.observe()
+                if source.finished.any():
+                    source.reset(source.finished)
+            seconds = time.perf_counter() - t0
+        finally:
+            source.close()
+        # the simulator's own time for the same steps: one World step per instance and step
+        sim = games[0].world
+        sim.reset()
+        a1 = actions[:1]
+        t1 = time.perf_counter()
+        for _ in range(steps):
+            sim.step(a1)
+        sim_seconds = (time.perf_counter() - t1) * instances
+    finally:
+        for g in games:
+            g.stop()
+    per_step_ms = 1000.0 * seconds / steps  # one lock-step of every instance
+    sim_ms = 1000.0 * sim_seconds / steps  # the simulator's compute for it, all instances
+    floor_ms = 1000.0 * cfg.sim.dt / 100.0  # the game's pacing at speed 100
+    return {
+        "bench": "tmnf",
+        "instances": instances,
+        "steps_per_instance": steps,
+        "steps_per_s_total": round(instances * steps / seconds, 1),
+        "steps_per_s_per_instance": round(steps / seconds, 1),
+        "ms_per_step": round(per_step_ms, 4),
+        "simulator_ms_per_step": round(sim_ms / instances, 4),
+        "pace_floor_ms": floor_ms,
+        "protocol_overhead_ms_per_step": round(per_step_ms - max(sim_ms, floor_ms), 4),
+    }

@@ -1,0 +1,150 @@
+"""TrackMania Nations Forever through our own lock-step protocol, against virtual TMNF instances."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from evo_rl.config import EvoConfig
+from evo_rl.envs import VecTrackEnv
+from evo_rl.games.errors import GameConnectionError, ProtocolError
+from evo_rl.games.tmnf import protocol as p
+from evo_rl.games.tmnf.client import TMNFClient
+from evo_rl.games.tmnf.source import open_source
+from evo_rl.games.tmnf.virtual import VirtualTMNF
+from evo_rl.train.loop import Trainer
+from evo_rl.train.policy import PRETRAINED, load_policy
+from evo_rl.train.run import create_run
+
+
+def test_protocol_round_trips_every_field() -> None:
+    req = p.RequestFrame(request=1, seq=7, flags=1, frame_height=8, frame_width=10, a=1.0, b=0.5, c=-0.25)
+    assert p.decode_request(p.encode_request(req)) == req
+    names = [f.name for f in p.STATE_FIELDS if f.const is None]
+    state = p.State(**{n: (i + 1) % 2 if n in ("finished", "wall_contact") else i + 1 for i, n in enumerate(names)})
+    assert p.decode_state(p.encode_state(state)) == state
+    assert p.STATE_SIZE == 69 and p.REQUEST_SIZE == 32
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"\x00" * p.STATE_SIZE, "bad state magic"),
+        (b"abc", "state of 3 bytes"),
+    ],
+)
+def test_garbage_states_are_refused(data: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        p.decode_state(data)
+
+
+def test_wrong_version_and_garbled_values() -> None:
+    good = p.encode_state(p.State(seq=1))
+    bad_version = good[:4] + (2).to_bytes(2, "little") + good[6:]
+    with pytest.raises(ProtocolError, match="protocol version 2"):
+        p.decode_state(bad_version)
+    with pytest.raises(ProtocolError, match="garbled"):
+        p.decode_state(p.encode_state(p.State(seq=1, pos_x=float("nan"))))
+    with pytest.raises(ProtocolError, match="unknown request"):
+        p.decode_request(p.encode_request(p.RequestFrame(request=99)))
+    with pytest.raises(ProtocolError, match="frame"):
+        p.decode_request(p.encode_request(p.RequestFrame(request=1, flags=1, frame_height=0, frame_width=5)))
+
+
+def test_lock_step_restart_by_rewind_and_determinism() -> None:
+    with VirtualTMNF("evo-test", port=0, speed=100) as game, TMNFClient(game.port) as client:
+        start, _ = client.request(p.Request.RESTART)
+        assert start.step == 0 and start.race_time_ms == 0
+        rng = np.random.default_rng(0)
+        actions = rng.uniform(0, 1, (60, 3)) * [1, 0, 2] - [0, 0, 1]
+        runs = []
+        for _ in range(2):
+            client.request(p.Request.RESTART)
+            runs.append([client.request(p.Request.STEP, *a)[0] for a in actions])
+        same = [dataclasses.replace(b, seq=a.seq) == a for a, b in zip(*runs, strict=True)]
+        assert all(same)  # same map, same actions: the same trajectory (only the request numbers differ)
+        last = runs[0][-1]
+        assert last.step == 60 and last.race_time_ms == 60 * 50  # exactly one control step of game time each
+        state, frame = client.request(p.Request.PING, frame=(16, 24))
+        assert (
+            frame is not None
+            and frame.shape == (16, 24)
+            and state == dataclasses.replace(last, seq=state.seq, frame_height=16, frame_width=24)
+        )
+
+
+def test_a_stalled_client_frees_the_game_and_a_silent_game_is_a_clear_error() -> None:
+    with VirtualTMNF("evo-test", port=0, speed=100) as game:
+        with TMNFClient(game.port) as first:
+            first.request(p.Request.SET_TIMEOUT, 0.3)
+            # first stalls: after 0.3 s the game listens again and serves another client
+            with TMNFClient(game.port) as second:
+                state, _ = second.request(p.Request.PING)
+                assert state.seq == 1
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    with TMNFClient(port, timeout=0.3) as client:  # a "game" that accepts and never answers
+        with pytest.raises(GameConnectionError, match="did not answer within 0.3 s"):
+            client.request(p.Request.PING)
+    server.close()
+    with pytest.raises(GameConnectionError, match="no TMNF instance"):
+        TMNFClient(port, connect_timeout=0.2)
+
+
+def test_the_shipped_policy_finishes_in_several_instances_at_once() -> None:
+    policy = load_policy(PRETRAINED)
+    games = [VirtualTMNF("evo-test", port=0, speed=100).start() for _ in range(3)]
+    try:
+        source = open_source(policy.cfg, [g.port for g in games], virtual=True)
+        env = VecTrackEnv(policy.cfg, n_envs=3, source=source, autoreset=False)
+        obs, _ = env.reset(seed=0)
+        assert env.single_observation_space.contains(tuple(part[0] for part in obs))
+        done = np.zeros(3, bool)
+        for _ in range(policy.cfg.env.max_steps):
+            obs, _, terminated, truncated, info = env.step(policy.actor.act(obs, test=True))
+            done |= terminated | truncated
+            if done.all():
+                break
+        assert info["finished"].all() and (np.abs(info["race_time"] - 47.5) < 1.0).all()
+        env.close()
+    finally:
+        for g in games:
+            g.stop()
+
+
+def test_trainer_drives_tmnf_instances(tmp_path) -> None:
+    games = [VirtualTMNF("evo-test", port=0, speed=100).start() for _ in range(2)]
+    try:
+        ports = ",".join(str(g.port) for g in games)
+        cfg = tiny_config(
+            f"train.runs_dir={tmp_path}", "train.minutes=0.05", "env.source=tmnf", f"game.ports=[{ports}]",
+            "game.speed=100", "game.input=virtual",
+        )  # fmt: skip
+        trainer = Trainer(cfg, create_run(tmp_path, "tmnf", cfg))
+        assert trainer.n_envs == 2 and trainer.env.world.name == "tmnf"
+        c = trainer.train()
+        assert c.env_steps > 100 and c.updates > 0 and trainer.checkpoints.saved()
+    finally:
+        for g in games:
+            g.stop()
+
+
+def test_bench_tmnf_reports_its_figures() -> None:
+    from evo_rl.bench.tmnf import run
+
+    out = run(instances=2, steps=50)
+    assert out["instances"] == 2 and out["steps_per_s_total"] > 0 and out["ms_per_step"] > 0
+
+
+def test_tmrl_lidar_is_refused_for_tmnf() -> None:
+    cfg = EvoConfig()
+    cfg.lidar.kind = "tmrl"
+    with VirtualTMNF("evo-test", port=0, speed=100) as game:
+        with pytest.raises(Exception, match="TrackMania 2020 screen LIDAR"):
+            open_source(cfg, [game.port])
