@@ -148,3 +148,29 @@ def test_tmrl_lidar_is_refused_for_tmnf() -> None:
     with VirtualTMNF("evo-test", port=0, speed=100) as game:
         with pytest.raises(Exception, match="TrackMania 2020 screen LIDAR"):
             open_source(cfg, [game.port])
+
+
+def test_plugin_carries_the_generated_protocol_and_sets_every_state_field(tmp_path) -> None:
+    import re
+
+    from evo_rl.cli import main
+    from evo_rl.games.tmnf.install import install_plugin, plugin_text
+
+    text = plugin_text()
+    generated = p.angelscript_source()
+    assert generated.rstrip("\n") in text and p.GENERATED_MARK not in text
+    # the writer writes the state table's fields in order, the reader reads the request table's
+    writes = re.findall(r"sock\.Write\w+\((?:s\.)?(\w+)\)", generated)
+    assert writes == [str(f.const) if f.const is not None else f.name for f in p.STATE_FIELDS]
+    reads = re.findall(
+        r"(?:r\.(\w+) = sock\.Read\w+\(\)|sock\.Read\w+\(\) != \d+\) return false;  // (\w+))", generated
+    )
+    assert [a or b for a, b in reads] == [f.name for f in p.REQUEST_FIELDS]
+    # the hand-written part fills every field of the state
+    for f in p.STATE_FIELDS:
+        if f.const is None:
+            assert f"g_state.{f.name} =" in text, f.name
+    assert install_plugin(tmp_path).read_text(encoding="utf-8") == text
+    assert main(["game", "tmnf", "install-plugin", "--dir", str(tmp_path)]) == 0
+    with pytest.raises(Exception, match="no such folder"):
+        install_plugin(tmp_path / "missing")

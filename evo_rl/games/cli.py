@@ -106,6 +106,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_record_args(track)
     track.set_defaults(func=_record_track)
 
+    tmnf = games.add_parser("tmnf", help="TrackMania Nations Forever through TMInterface 2")
+    tmnf_actions = tmnf.add_subparsers(dest="game_action", metavar="ACTION", required=True)
+    tmnf_install = tmnf_actions.add_parser(
+        "install-plugin", help="write the EVO RL TMInterface plugin into TMInterface/Plugins"
+    )
+    tmnf_install.add_argument("--dir", default=None, help="TMInterface's Plugins folder (default: found)")
+    tmnf_install.set_defaults(func=_tmnf_install)
+
     virtual = sub.add_parser("virtual-game", help="run a virtual game: the simulator serving a game's protocol")
     vgames = virtual.add_subparsers(dest="virtual_game", metavar="GAME", required=True)
     vtm = vgames.add_parser(
@@ -363,6 +371,14 @@ def _record_track(args: argparse.Namespace) -> int:
     if lap is not None:
         print(f"saved {ref_out}: {len(points)} points every {args.spacing:g} m, {length:.1f} m, {_lap_time_text(lap)}")
     print(f"use them with: env.track={out} episode.reference={reference}")
+    return 0
+
+
+def _tmnf_install(args: argparse.Namespace) -> int:
+    from evo_rl.games.tmnf.install import install_plugin
+
+    path = install_plugin(Path(args.dir) if args.dir else None)
+    print(f"installed {path}; in the game open TMInterface's console and load it with `plugins`, then set evorl_port")
     return 0
 
 

@@ -181,3 +181,45 @@ def state_to_car_state(s: Any) -> CarState:
         wall_contact=s.wall_contact == 1,
         wheel_contact=ground,  # type: ignore[arg-type]
     )
+
+
+# --------------------------------------------------------------------------- the plugin's protocol code
+
+AS_TYPES = {"I": ("uint", "ReadUint32", "WriteUint32"), "i": ("int", "ReadInt32", "WriteInt32"),
+            "H": ("uint16", "ReadUint16", "WriteUint16"), "B": ("uint8", "ReadUint8", "WriteUint8"),
+            "f": ("float", "ReadFloat", "WriteFloat")}  # fmt: skip
+GENERATED_MARK = "// @@EVO_RL_PROTOCOL@@"  # where the installer puts angelscript_source() in the plugin
+
+
+def angelscript_source() -> str:
+    """The plugin's request reader and state writer, written from :data:`REQUEST_FIELDS` and :data:`STATE_FIELDS`."""
+    lines = [
+        f"// EVO RL TMNF protocol version {PROTOCOL_VERSION}, generated from evo_rl/games/tmnf/protocol.py; do not edit.",
+        "namespace Evo",
+        "{",
+        f"    const uint REQUEST_MAGIC = 0x{REQUEST_MAGIC:08X};",
+        f"    const uint STATE_MAGIC = 0x{STATE_MAGIC:08X};",
+        f"    const uint16 VERSION = {PROTOCOL_VERSION};",
+        f"    const uint REQUEST_SIZE = {REQUEST_SIZE};",
+        f"    const uint16 STATE_SIZE = {STATE_SIZE};",
+    ]
+    lines += [f"    const uint16 {r.name} = {r.value};" for r in Request]
+    for cls, fields in (("Request", REQUEST_FIELDS), ("State", STATE_FIELDS)):
+        lines += ["", f"    class {cls}", "    {"]
+        lines += [f"        {AS_TYPES[f.code][0]} {f.name};  // {f.doc}" for f in fields if f.const is None]
+        lines += ["    }"]
+    lines += ["", "    // Reads one request (REQUEST_SIZE bytes available); false when its magic or version is wrong.",
+              "    bool ReadRequest(Net::Socket@ sock, Request@ r)", "    {"]  # fmt: skip
+    for f in REQUEST_FIELDS:
+        reader = AS_TYPES[f.code][1]
+        if f.const is not None:
+            lines.append(f"        if (sock.{reader}() != {f.const}) return false;  // {f.name}")
+        else:
+            lines.append(f"        r.{f.name} = sock.{reader}();")
+    lines += ["        return true;", "    }", "", "    void WriteState(Net::Socket@ sock, State@ s)", "    {"]
+    for f in STATE_FIELDS:
+        writer = AS_TYPES[f.code][2]
+        value = str(f.const) if f.const is not None else f"s.{f.name}"
+        lines.append(f"        sock.{writer}({value});")
+    lines += ["    }", "}"]
+    return "\n".join(lines) + "\n"
