@@ -174,3 +174,33 @@ def test_plugin_carries_the_generated_protocol_and_sets_every_state_field(tmp_pa
     assert main(["game", "tmnf", "install-plugin", "--dir", str(tmp_path)]) == 0
     with pytest.raises(Exception, match="no such folder"):
         install_plugin(tmp_path / "missing")
+
+
+def test_a_crashed_instance_ends_only_its_episode_and_comes_back() -> None:
+    cfg = EvoConfig()
+    cfg.game.record_timeout = 1.0
+    cfg.game.reconnect_timeout = 5.0
+    games = [VirtualTMNF("evo-test", port=0, speed=100).start() for _ in range(3)]
+    try:
+        source = open_source(cfg, [g.port for g in games], virtual=True)
+        env = VecTrackEnv(cfg, n_envs=3, source=source)
+        env.reset(seed=0)
+        gas = np.tile(np.array([[1.0, -1.0, 0.0]], np.float32), (3, 1))
+        for _ in range(20):
+            env.step(gas)
+        port = games[1].port
+        games[1].stop()  # instance 1 crashes mid-episode ...
+        games[1] = VirtualTMNF("evo-test", port=port, speed=100).start()  # ... and its launcher restarts it
+        _, _, terminated, truncated, infos = env.step(gas)
+        assert truncated.tolist() == [False, True, False] and not terminated.any()
+        final = infos["final_info"]
+        assert infos["end_reason"].tolist() == ["", "game_lost", ""] and not final["finished"][1]
+        assert final["episode_steps"][1] == 21  # the cut episode is reported, not written as a lap
+        assert infos["episode_steps"].tolist() == [21, 0, 21]  # the others drive on; car 1 restarted
+        assert not source.lost.any() and infos["race_time_ms"][1] == 0
+        _, _, terminated, truncated, infos = env.step(gas)
+        assert not (terminated | truncated).any() and infos["episode_steps"].tolist() == [22, 1, 22]
+        env.close()
+    finally:
+        for g in games:
+            g.stop()

@@ -25,6 +25,7 @@ from evo_rl.sim.world import check_actions
 
 END_FINISH = "finish"  # end_reason of a car that crossed the finish line
 END_TIME_LIMIT = "time_limit"  # end_reason of an episode truncated at env.max_steps
+END_LOST = "game_lost"  # end_reason of an episode cut because its game stopped answering (source.lost)
 
 
 FLAVOUR_FIX = (
@@ -153,6 +154,11 @@ class TrackCore:
         truncated = (self.steps >= self.cfg.env.max_steps) & ~terminated
         end_reason = np.where(finished, END_FINISH, np.where(out.terminate, out.reason, ""))
         end_reason = np.where(truncated, END_TIME_LIMIT, end_reason).astype(str)
+        lost = getattr(source, "lost", None)  # [N] bool: cars whose game stopped answering (a game source)
+        if lost is not None and lost.any():
+            terminated = terminated & ~lost
+            truncated = truncated | lost
+            end_reason = np.where(lost, END_LOST, end_reason).astype(str)
 
         self.obs.sense(source)
         self.obs.push(a)

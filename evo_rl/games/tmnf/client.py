@@ -102,6 +102,15 @@ class TMNFClient:
         self.send(request, a, b, c, frame)
         return self.receive()
 
+    @property
+    def pending(self) -> bool:
+        """A request is waiting for its answer."""
+        return self._pending is not None
+
+    def drop_pending(self) -> None:
+        """Forget the unanswered request (the connection is being given up)."""
+        self._pending = None
+
     def close(self) -> None:
         self._sock.close()
 

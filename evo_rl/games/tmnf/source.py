@@ -15,6 +15,7 @@ import numpy as np
 
 from evo_rl.config import EvoConfig
 from evo_rl.errors import ConfigError
+from evo_rl.games.errors import GameConnectionError, ProtocolError
 from evo_rl.games.control import action_to_inputs
 from evo_rl.games.tmnf import protocol as p
 from evo_rl.games.tmnf.client import TMNFClient
@@ -70,7 +71,10 @@ class TMNFSource:
         self.progress_s = np.zeros(n)
         self.lateral = np.zeros(n)
         self.frames = np.zeros((n, *(self._frame or (1, 1))), np.uint8)
-        self._sent: list[int] = []
+        self.lost = np.zeros(n, bool)  # [N] instances that stopped answering; their episodes are cut
+        self.errors: list[str] = ["" for _ in range(n)]  # why, per instance
+        self.ports = [c.address[1] for c in clients]
+        self.reconnect_timeout = cfg.game.reconnect_timeout
 
     def set_speed(self, speed: float) -> None:
         for c in self.clients:
@@ -79,20 +83,52 @@ class TMNFSource:
     def reset(
         self, mask: np.ndarray | None = None, lateral: np.ndarray | None = None, yaw: np.ndarray | None = None
     ) -> None:
-        """Rewind the instances of ``mask`` to their race start (instant); ``lateral``/``yaw`` are ignored."""
+        """Rewind the instances of ``mask`` to their race start (instant); ``lateral``/``yaw`` are ignored.
+
+        A lost instance is connected again first (its launcher restarts it), for up to
+        ``game.reconnect_timeout`` seconds; then :class:`GameConnectionError` names it.
+        """
         rows = [int(i) for i in (range(self.n_envs) if mask is None else np.flatnonzero(np.asarray(mask, bool)))]
         for i in rows:
+            if self.lost[i]:
+                self._reconnect(i)
             self.clients[i].send(p.Request.RESTART, frame=self._frame)
         for i in rows:
             self._update(i, *self.clients[i].receive(), first=True)
 
+    def _reconnect(self, i: int) -> None:
+        old = self.clients[i]
+        old.close()
+        try:
+            self.clients[i] = TMNFClient(self.ports[i], timeout=old.timeout, connect_timeout=self.reconnect_timeout)
+        except GameConnectionError as e:
+            raise GameConnectionError(f"TMNF instance {i} did not come back ({self.errors[i]}): {e}") from e
+        self.lost[i] = False
+        self.errors[i] = ""
+
     def step(self, actions: np.ndarray) -> None:
         for i, c in enumerate(self.clients):
-            c.send(p.Request.STEP, *action_to_inputs(actions[i], self.controls), frame=self._frame)
+            if self.lost[i]:
+                continue
+            try:
+                c.send(p.Request.STEP, *action_to_inputs(actions[i], self.controls), frame=self._frame)
+            except GameConnectionError as e:
+                self._lose(i, e)
 
     def observe(self) -> None:
+        """Every answer; an instance that fails is marked lost (its episode is cut), the others go on."""
         for i, c in enumerate(self.clients):
-            self._update(i, *c.receive())
+            if not c.pending:
+                continue
+            try:
+                self._update(i, *c.receive())
+            except (GameConnectionError, ProtocolError) as e:
+                self._lose(i, e)
+
+    def _lose(self, i: int, error: Exception) -> None:
+        self.lost[i] = True
+        self.errors[i] = str(error)
+        self.clients[i].drop_pending()
 
     def speed(self) -> np.ndarray:
         return np.abs(self.forward_speed)
