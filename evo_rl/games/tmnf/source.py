@@ -15,8 +15,8 @@ import numpy as np
 
 from evo_rl.config import EvoConfig
 from evo_rl.errors import ConfigError
-from evo_rl.games.errors import GameConnectionError, ProtocolError
 from evo_rl.games.control import action_to_inputs
+from evo_rl.games.errors import GameConnectionError, ProtocolError
 from evo_rl.games.tmnf import protocol as p
 from evo_rl.games.tmnf.client import TMNFClient
 from evo_rl.games.track_model import TrackModel
