@@ -204,3 +204,43 @@ def test_a_crashed_instance_ends_only_its_episode_and_comes_back() -> None:
     finally:
         for g in games:
             g.stop()
+
+
+def test_launcher_restarts_a_killed_instance_and_the_source_reconnects() -> None:
+    import signal
+    import sys
+    import time
+
+    from evo_rl.games.tmnf.launch import Launcher, command_for
+
+    with pytest.raises(Exception, match="no {port}"):
+        command_for("game.exe", 1)
+    ports = []
+    for _ in range(2):  # two free ports
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        ports.append(s.getsockname()[1])
+        s.close()
+    cli = "import sys; from evo_rl.cli import main; sys.exit(main())"
+    command = [sys.executable, "-c", cli, "virtual-game", "tmnf", "--port", "{port}", "--speed", "100"]
+    cfg = EvoConfig()
+    cfg.game.reconnect_timeout = 60.0  # a fresh interpreter imports the simulator first
+    with Launcher(command, ports) as launcher:
+        source = open_source(cfg, ports, virtual=True)
+        env = VecTrackEnv(cfg, n_envs=2, source=source)
+        env.reset(seed=0)
+        gas = np.tile(np.array([[1.0, -1.0, 0.0]], np.float32), (2, 1))
+        env.step(gas)
+        first = launcher.procs[0]
+        assert first is not None
+        first.send_signal(signal.SIGKILL)  # the game crashes
+        first.wait()
+        deadline = time.monotonic() + 30
+        while launcher.restarts[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert launcher.restarts == [1, 0]
+        _, _, _, truncated, infos = env.step(gas)
+        assert truncated.tolist() == [True, False] and infos["end_reason"].tolist() == ["game_lost", ""]
+        assert infos["episode_steps"].tolist() == [0, 2]  # car 0 reconnected to the restarted instance
+        env.close()
+    assert all(p.poll() is not None for p in launcher.procs if p is not None)  # stop() ended them all

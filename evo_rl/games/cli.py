@@ -113,6 +113,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     tmnf_install.add_argument("--dir", default=None, help="TMInterface's Plugins folder (default: found)")
     tmnf_install.set_defaults(func=_tmnf_install)
+    tmnf_launch = tmnf_actions.add_parser(
+        "launch",
+        help="start N TMNF instances, one port each, and restart those that crash",
+        description="Starts --instances copies of --command, {port} replaced by 9200, 9201, ... (--port), and "
+        "restarts one whose process ends. Windows: TMLoader; Linux: the same through Wine; any OS: "
+        "`evo-rl virtual-game tmnf --port {port}`. Ctrl-C stops them all.",
+    )
+    tmnf_launch.add_argument("--instances", type=int, default=1, help="instances (default: 1)")
+    tmnf_launch.add_argument("--port", type=int, default=9200, help="port of the first instance (default: 9200)")
+    tmnf_launch.add_argument(
+        "--command",
+        required=True,
+        help='the command starting one instance, with {port}, e.g. \'"C:/TMLoader/TMLoader.exe" run TmForever '
+        '"default" /configstring="set evorl_port {port}"\'',
+    )
+    tmnf_launch.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    tmnf_launch.set_defaults(func=_tmnf_launch)
 
     virtual = sub.add_parser("virtual-game", help="run a virtual game: the simulator serving a game's protocol")
     vgames = virtual.add_subparsers(dest="virtual_game", metavar="GAME", required=True)
@@ -379,6 +396,24 @@ def _tmnf_install(args: argparse.Namespace) -> int:
 
     path = install_plugin(Path(args.dir) if args.dir else None)
     print(f"installed {path}; in the game open TMInterface's console and load it with `plugins`, then set evorl_port")
+    return 0
+
+
+def _tmnf_launch(args: argparse.Namespace) -> int:
+    from evo_rl.games.tmnf.launch import Launcher
+
+    if args.instances < 1:
+        raise EvoError(f"--instances {args.instances}: give at least 1")
+    ports = [args.port + k for k in range(args.instances)]
+    launcher = Launcher(args.command, ports).start()
+    print(f"{len(ports)} TMNF instance(s) on ports {', '.join(map(str, ports))}; Ctrl-C stops them", flush=True)
+    try:
+        time.sleep(args.seconds if args.seconds is not None else 10**9)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        launcher.stop()
+    print(f"stopped; restarts per instance: {launcher.restarts}")
     return 0
 
 

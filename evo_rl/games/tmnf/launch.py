@@ -1,0 +1,93 @@
+"""Start N TMNF instances, each on its own port, and restart one whose process ends.
+
+The command is a template: ``{port}`` is replaced by the instance's port. On Windows it is TMLoader
+starting TMNF with TMInterface and the port for the EVO RL plugin, for example::
+
+    "C:/TMLoader/TMLoader.exe" run TmForever "default" /configstring="set evorl_port {port}"
+
+under Linux the same through Wine (``wine C:/TMLoader/TMLoader.exe ...``), and for tests and trials
+``evo-rl virtual-game tmnf --port {port}``. A crashed instance is started again on the same port;
+the car source reconnects to it at its next episode (:class:`~evo_rl.games.tmnf.source.TMNFSource`).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+
+from evo_rl.errors import ConfigError
+
+POLL_SECONDS = 0.2  # s between checks of the instances' processes
+STOP_SECONDS = 5.0  # s an instance gets to exit before it is killed
+
+
+def command_for(template: Sequence[str] | str, port: int) -> list[str]:
+    """The argument list of ``template`` (a list, or one shell-quoted string) for ``port``."""
+    args = shlex.split(template) if isinstance(template, str) else list(template)
+    if not any("{port}" in a for a in args):
+        raise ConfigError(f"the launch command {template!r} has no {{port}}: each instance needs its own port")
+    return [a.replace("{port}", str(port)) for a in args]
+
+
+class Launcher:
+    """Instances of ``command`` on ``ports``; :meth:`start` starts them and a thread restarts those that end."""
+
+    def __init__(self, command: Sequence[str] | str, ports: Sequence[int]) -> None:
+        if not ports:
+            raise ConfigError("the launcher needs at least one port")
+        self.commands = [command_for(command, port) for port in ports]
+        self.ports = list(ports)
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * len(self.ports)
+        self.restarts = [0] * len(self.ports)  # restarts per instance
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> Launcher:
+        for i in range(len(self.ports)):
+            self._spawn(i)
+        self._thread = threading.Thread(target=self._watch, name="tmnf-launcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def _spawn(self, i: int) -> None:
+        try:
+            self.procs[i] = subprocess.Popen(self.commands[i], stdin=subprocess.DEVNULL)
+        except OSError as e:
+            raise ConfigError(f"cannot start TMNF instance {i} with {self.commands[i]}: {e}") from e
+
+    def _watch(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            with self._lock:
+                for i, proc in enumerate(self.procs):
+                    if proc is not None and proc.poll() is not None and not self._stop.is_set():
+                        self.restarts[i] += 1
+                        self._spawn(i)
+
+    def stop(self) -> None:
+        """Stop every instance this launcher started (terminate, then kill after a grace period)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        with self._lock:
+            for proc in self.procs:
+                if proc is not None and proc.poll() is None:
+                    proc.terminate()
+            deadline = time.monotonic() + STOP_SECONDS
+            for proc in self.procs:
+                if proc is None:
+                    continue
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def __enter__(self) -> Launcher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
