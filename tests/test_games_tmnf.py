@@ -244,3 +244,28 @@ def test_launcher_restarts_a_killed_instance_and_the_source_reconnects() -> None
         assert infos["episode_steps"].tolist() == [0, 2]  # car 0 reconnected to the restarted instance
         env.close()
     assert all(p.poll() is not None for p in launcher.procs if p is not None)  # stop() ended them all
+
+
+def test_gymnasium_ids_drive_tmnf_instances() -> None:
+    import gymnasium as gym
+
+    import evo_rl.envs  # noqa: F401 - registers the ids
+
+    games = [VirtualTMNF("evo-test", port=0, speed=100).start() for _ in range(2)]
+    try:
+        ports = [g.port for g in games]
+        env = gym.make("EvoRL-TMNF-Lidar-v0", config=EvoConfig(), **{"game.ports": ports})
+        obs, _ = env.reset(seed=0)
+        assert env.observation_space.contains(obs)
+        obs, reward, terminated, truncated, info = env.step(np.array([1.0, 0.0, 0.0], np.float32))
+        assert env.observation_space.contains(obs) and info["race_time_ms"] == 50
+        env.close()
+        venv = gym.make_vec("EvoRL-TMNF-LidarProgress-v0", num_envs=2, config=EvoConfig(), **{"game.ports": ports})
+        obs, _ = venv.reset(seed=0)
+        assert obs[1].shape == (2, 1) and venv.num_envs == 2
+        venv.close()
+        with pytest.raises(Exception, match="3 cars need 3 TMNF instances"):
+            gym.make_vec("EvoRL-TMNF-Lidar-v0", num_envs=3, config=EvoConfig(), **{"game.ports": ports})
+    finally:
+        for g in games:
+            g.stop()

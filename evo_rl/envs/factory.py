@@ -15,6 +15,12 @@ ENV_IDS = {
     "lidar_progress": "EvoRL-LidarProgress-v0",
     "full": "EvoRL-Full-v0",
 }
+# TrackMania Nations Forever in lock-step (evo_rl.games.tmnf.env; instances on game.ports)
+TMNF_ENV_IDS = {
+    "lidar": "EvoRL-TMNF-Lidar-v0",
+    "lidar_progress": "EvoRL-TMNF-LidarProgress-v0",
+    "full": "EvoRL-TMNF-Full-v0",
+}
 # TrackMania 2020 in real time (evo_rl.games.realtime; the game's settings come from the config's `game` section)
 TM2020_ENV_IDS = {
     "lidar": "EvoRL-TM2020-Lidar-v0",
@@ -96,6 +102,15 @@ def register_envs() -> None:
             kwargs={"flavour": flavour},
             disable_env_checker=False,
         )
+    for flavour, env_id in TMNF_ENV_IDS.items():
+        if env_id not in gymnasium.registry:
+            gymnasium.register(
+                env_id,
+                entry_point="evo_rl.games.tmnf.env:make_tmnf_env",
+                vector_entry_point="evo_rl.games.tmnf.env:make_tmnf_vec_env",
+                kwargs={"flavour": flavour},
+                disable_env_checker=True,  # the checker would step a game with random actions
+            )
     for flavour, env_id in TM2020_ENV_IDS.items():
         if env_id not in gymnasium.registry:
             gymnasium.register(

@@ -99,6 +99,10 @@ class TrackEnv(gym.Env):
         self._ended = terminated or truncated
         return _row(self.core.observation()), float(res.reward[0]), terminated, truncated, _row_info(info)
 
+    def close(self) -> None:
+        """Release the car source (a game's connections; the simulator holds none)."""
+        self.core.source.close()
+
     def render(self) -> np.ndarray | None:
         """An RGB frame [H, W, 3] uint8 of ``render_mode`` (None when it is None)."""
         if self.render_mode is None:

@@ -88,7 +88,7 @@ class TMNFClient:
         except TimeoutError as e:
             raise GameConnectionError(
                 f"the TMNF instance on {self.where} did not answer within {self.timeout:g} s: is the game paused, in "
-                "a menu, or frozen? (`evo-rl game tmnf launch` restarts instances that hang)"
+                "a menu, or frozen? (a frozen instance: stop its process, `evo-rl game tmnf launch` starts it again)"
             ) from e
         except OSError as e:
             raise GameConnectionError(f"the connection to the TMNF instance on {self.where} failed ({e})") from e
