@@ -269,3 +269,22 @@ def test_gymnasium_ids_drive_tmnf_instances() -> None:
     finally:
         for g in games:
             g.stop()
+
+
+def test_check_reports_each_step(tmp_path, capsys) -> None:
+    from evo_rl.cli import main
+    from evo_rl.games.tmnf.install import install_plugin
+
+    with VirtualTMNF("evo-test", port=0, speed=100) as game:
+        assert main(["game", "tmnf", "check", "--ports", str(game.port), "--dir", str(tmp_path)]) == 1
+        out = capsys.readouterr().out
+        assert (
+            "missing  plugin" in out
+            and "install-plugin" in out
+            and f"ok       instance on 127.0.0.1:{game.port}" in out
+        )
+        install_plugin(tmp_path)
+        assert main(["game", "tmnf", "check", "--ports", str(game.port), "--dir", str(tmp_path)]) == 0
+        assert "one step advanced the race" in capsys.readouterr().out
+    assert main(["game", "tmnf", "check", "--ports", str(game.port), "--dir", str(tmp_path), "--json"]) == 1
+    assert '"status": "missing"' in capsys.readouterr().out

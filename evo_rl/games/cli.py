@@ -113,6 +113,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     tmnf_install.add_argument("--dir", default=None, help="TMInterface's Plugins folder (default: found)")
     tmnf_install.set_defaults(func=_tmnf_install)
+    tmnf_check = tmnf_actions.add_parser("check", help="what works and what is missing, step by step")
+    tmnf_check.add_argument("--ports", type=int, nargs="+", default=[9200], help="instances' ports (default 9200)")
+    tmnf_check.add_argument("--dir", default=None, help="TMInterface's Plugins folder (default: found)")
+    tmnf_check.add_argument("--json", action="store_true", help="print one JSON object")
+    tmnf_check.set_defaults(func=_tmnf_check)
     tmnf_launch = tmnf_actions.add_parser(
         "launch",
         help="start N TMNF instances, one port each, and restart those that crash",
@@ -397,6 +402,17 @@ def _tmnf_install(args: argparse.Namespace) -> int:
     path = install_plugin(Path(args.dir) if args.dir else None)
     print(f"installed {path}; in the game open TMInterface's console and load it with `plugins`, then set evorl_port")
     return 0
+
+
+def _tmnf_check(args: argparse.Namespace) -> int:
+    from evo_rl.games.tmnf.check import format_checks, run_checks
+
+    checks = run_checks(args.ports, Path(args.dir) if args.dir else None)
+    if args.json:
+        print(json.dumps({"checks": [asdict(c) for c in checks]}))
+    else:
+        print(format_checks(checks))
+    return 0 if all(c.status == "ok" for c in checks) else 1
 
 
 def _tmnf_launch(args: argparse.Namespace) -> int:
