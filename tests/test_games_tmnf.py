@@ -138,8 +138,10 @@ def test_trainer_drives_tmnf_instances(tmp_path) -> None:
 def test_bench_tmnf_reports_its_figures() -> None:
     from evo_rl.bench.tmnf import run
 
-    out = run(instances=2, steps=50)
+    out = run(instances=2, steps=50, processes=False)
     assert out["instances"] == 2 and out["steps_per_s_total"] > 0 and out["ms_per_step"] > 0
+    out = run(instances=1, steps=50)  # the instance in its own process, as a real game
+    assert out["processes"] and out["steps_per_s_total"] > 0
 
 
 def test_tmrl_lidar_is_refused_for_tmnf() -> None:

@@ -1,31 +1,58 @@
 """``evo-rl bench tmnf``: lock-step steps through the TMNF protocol against virtual TMNF instances.
 
-``instances`` virtual TMNF instances (threads of this process, at game speed 100: a step paced to at
-least ``dt / 100`` = 0.5 ms) are driven by one :class:`~evo_rl.games.tmnf.source.TMNFSource` with full
+``instances`` virtual TMNF instances (each its own process, as real games are, or with
+``processes=False`` threads of this one; at game speed 100: a step paced to at least ``dt / 100`` =
+0.5 ms) are driven by one :class:`~evo_rl.games.tmnf.source.TMNFSource` with full
 gas for ``steps`` steps each. Reported: steps per second per instance and in total, and the time of a
 lock-step beyond the simulator's own compute and the game's pacing floor (``protocol_overhead``).
-The instances share this process's interpreter, so several of them also share one core's worth of
-Python; real TMNF instances are separate processes.
+Threads share this process's interpreter, so several of them also share one core's worth of Python.
 """
 
 from __future__ import annotations
 
+import socket
+import sys
 import time
 from typing import Any
 
 import numpy as np
 
 from evo_rl.config import EvoConfig
-from evo_rl.games.tmnf.source import open_source
+from evo_rl.games.tmnf.client import TMNFClient
+from evo_rl.games.tmnf.launch import Launcher
+from evo_rl.games.tmnf.source import TMNFSource
 from evo_rl.games.tmnf.virtual import VirtualTMNF
 
 
-def run(instances: int = 1, steps: int = 2000, track: str = "evo-test") -> dict[str, Any]:
-    games = [VirtualTMNF(track, port=0, speed=100.0).start() for _ in range(instances)]
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def run(instances: int = 1, steps: int = 2000, track: str = "evo-test", processes: bool = True) -> dict[str, Any]:
+    """``processes``: each instance its own process (as real games are), else threads of this one."""
+    launcher = None
+    games: list[VirtualTMNF] = []
+    if processes:
+        ports = _free_ports(instances)
+        cli = "import sys; from evo_rl.cli import main; sys.exit(main())"
+        command = [sys.executable, "-c", cli, "virtual-game", "tmnf", "--track", track, "--port", "{port}"]
+        launcher = Launcher(command + ["--speed", "100"], ports).start()
+    else:
+        games = [VirtualTMNF(track, port=0, speed=100.0).start() for _ in range(instances)]
+        ports = [g.port for g in games]
+    local = VirtualTMNF(track, port=0)  # the simulator's own time for a step, measured here
     try:
         cfg = EvoConfig()
         cfg.env.track = track
-        source = open_source(cfg, [g.port for g in games], virtual=True, speed=100.0)
+        cfg.game.reconnect_timeout = 60.0
+        source = TMNFSource(cfg, [TMNFClient(port, connect_timeout=60.0) for port in ports], None, virtual=True)
+        source.set_speed(100.0)
         try:
             source.reset()
             actions = np.tile(np.array([[1.0, -1.0, 0.0]], np.float32), (instances, 1))
@@ -39,7 +66,7 @@ def run(instances: int = 1, steps: int = 2000, track: str = "evo-test") -> dict[
         finally:
             source.close()
         # the simulator's own time for the same steps: one World step per instance and step
-        sim = games[0].world
+        sim = local.world
         sim.reset()
         a1 = actions[:1]
         t1 = time.perf_counter()
@@ -47,14 +74,18 @@ def run(instances: int = 1, steps: int = 2000, track: str = "evo-test") -> dict[
             sim.step(a1)
         sim_seconds = (time.perf_counter() - t1) * instances
     finally:
+        local.stop()
         for g in games:
             g.stop()
+        if launcher is not None:
+            launcher.stop()
     per_step_ms = 1000.0 * seconds / steps  # one lock-step of every instance
     sim_ms = 1000.0 * sim_seconds / steps  # the simulator's compute for it, all instances
     floor_ms = 1000.0 * cfg.sim.dt / 100.0  # the game's pacing at speed 100
     return {
         "bench": "tmnf",
         "instances": instances,
+        "processes": processes,
         "steps_per_instance": steps,
         "steps_per_s_total": round(instances * steps / seconds, 1),
         "steps_per_s_per_instance": round(steps / seconds, 1),

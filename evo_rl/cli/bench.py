@@ -61,6 +61,7 @@ def _capture_arguments(p: argparse.ArgumentParser) -> None:
 def _tmnf_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instances", type=int, default=1, help="virtual TMNF instances (default 1)")
     p.add_argument("--steps", type=int, default=2000, help="steps per instance (default 2000)")
+    p.add_argument("--threads", action="store_true", help="instances as threads of this process, not processes")
 
 
 ARGUMENTS = {
@@ -105,7 +106,7 @@ def bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed,
         }
     if name == "tmnf":
-        return {"instances": args.instances, "steps": args.steps}
+        return {"instances": args.instances, "steps": args.steps, "processes": not args.threads}
     if name == "capture":
         return {"frames": args.frames}
     if name == "realtime":
