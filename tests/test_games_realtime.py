@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from evo_rl.config import EvoConfig, RewardTermConfig
+from evo_rl.envs.core import END_LOST
 from evo_rl.envs.source import CarSource
 from evo_rl.envs.spaces import observation_space
 from evo_rl.errors import ConfigError
-from evo_rl.games.realtime import END_CONNECTION, RealTimeVecEnv, make_realtime_env
+from evo_rl.games.realtime import RealTimeVecEnv, make_realtime_env
 from evo_rl.games.tm2020.source import open_source
 from evo_rl.games.tm2020.virtual import VirtualTM2020
 from evo_rl.sim.world import World
@@ -152,7 +153,7 @@ def test_a_game_that_stops_ends_the_episode_as_truncated_and_comes_back() -> Non
             if truncated[0] or terminated[0]:
                 break
         assert truncated[0] and not terminated[0], "a lost game is a cut episode, not a terminal state"
-        assert infos["end_reason"][0] == END_CONNECTION and not infos["finished"][0]
+        assert infos["end_reason"][0] == END_LOST and not infos["finished"][0]
         assert "no record" in infos["game_error"]
         # the game restarts on the same ports: the next episode reconnects and drives
         game = VirtualTM2020("evo-test", port=port, input_port=input_port, time_scale=SCALE).start()

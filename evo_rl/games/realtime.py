@@ -31,13 +31,11 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 
 from evo_rl.config import EvoConfig
-from evo_rl.envs.core import END_TIME_LIMIT, TrackCore
+from evo_rl.envs.core import END_LOST, END_TIME_LIMIT, TrackCore
 from evo_rl.envs.source import CarSource
 from evo_rl.envs.spaces import action_space, observation_space
 from evo_rl.errors import EvoError
 from evo_rl.games.errors import GameConnectionError, import_game_package
-
-END_CONNECTION = "game_lost"  # end_reason of an episode cut because the game stopped answering
 
 
 class StepTiming:
@@ -157,7 +155,7 @@ class TrackInterface:
             except GameConnectionError as e:
                 self.lost = str(e)
         if self.lost is not None:  # end the episode; the wrapper reports it as truncated, not as a lap
-            info = {**self._info(), "end_reason": END_CONNECTION, "game_error": self.lost, "reward_terms": {}}
+            info = {**self._info(), "end_reason": END_LOST, "game_error": self.lost, "reward_terms": {}}
             return self._obs(), 0.0, True, info
         res = self.last_step
         info = {**self._info(), "end_reason": str(res.end_reason[0]), "reward_terms": _row(res.terms)}
@@ -240,7 +238,7 @@ class RealTimeTrackEnv(gym.Wrapper):
             raise error
         self.timing.tick()
         reason = info.get("end_reason", "")
-        if reason in (END_CONNECTION, END_TIME_LIMIT):
+        if reason in (END_LOST, END_TIME_LIMIT):
             terminated, truncated = False, True
         elif truncated and not terminated:
             info["end_reason"] = END_TIME_LIMIT

@@ -266,12 +266,13 @@ class VirtualTM2020:
         if self._client is None:
             return
         data = self._tmrl_bytes() if self.protocol == "tmrl" else p.encode_record(self.record())
+        sending = time.monotonic()  # before the send: the client may read the record before sendall returns
         try:
             self._client.sendall(data)
         except OSError:
             self._drop_client()
             return
-        self.sent_at.append((self.frame - 1, time.monotonic()))
+        self.sent_at.append((self.frame - 1, sending))
 
     def _picture(self) -> np.ndarray:
         """The game window: ``[488, 958, 3]`` RGB cockpit view, or the ``[H, W]`` grey camera."""
