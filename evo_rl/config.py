@@ -181,6 +181,9 @@ class GameConfig(Section):
         default_factory=lambda: [9200], description="TMNF: the instances' ports on 127.0.0.1, one car each"
     )
     speed: float = Field(1.0, ge=1, le=100, description="TMNF: game speed (lock-step, so no game time is lost)")
+    launcher_dir: str | None = Field(
+        None, description="TMNF: folder where clients report hung instances to `game tmnf launch`; null: a temp folder"
+    )
     time_scale: float = Field(
         1.0, ge=0.01, le=100, description="virtual games only: game seconds per real second (tests: 5)"
     )

@@ -208,7 +208,7 @@ def test_a_crashed_instance_ends_only_its_episode_and_comes_back() -> None:
             g.stop()
 
 
-def test_launcher_restarts_a_killed_instance_and_the_source_reconnects() -> None:
+def test_launcher_restarts_a_killed_or_hung_instance_and_the_source_reconnects(tmp_path) -> None:
     import signal
     import sys
     import time
@@ -227,7 +227,8 @@ def test_launcher_restarts_a_killed_instance_and_the_source_reconnects() -> None
     command = [sys.executable, "-c", cli, "virtual-game", "tmnf", "--port", "{port}", "--speed", "100"]
     cfg = EvoConfig()
     cfg.game.reconnect_timeout = 60.0  # a fresh interpreter imports the simulator first
-    with Launcher(command, ports) as launcher:
+    cfg.game.launcher_dir = str(tmp_path)
+    with Launcher(command, ports, str(tmp_path)) as launcher:
         source = open_source(cfg, ports, virtual=True)
         env = VecTrackEnv(cfg, n_envs=2, source=source)
         env.reset(seed=0)
@@ -244,6 +245,15 @@ def test_launcher_restarts_a_killed_instance_and_the_source_reconnects() -> None
         _, _, _, truncated, infos = env.step(gas)
         assert truncated.tolist() == [True, False] and infos["end_reason"].tolist() == ["game_lost", ""]
         assert infos["episode_steps"].tolist() == [0, 2]  # car 0 reconnected to the restarted instance
+        # instance 1 hangs: its client times out, reports it, the launcher kills and restarts it
+        hung = launcher.procs[1]
+        assert hung is not None
+        source.clients[1].set_timeout(0.5)
+        hung.send_signal(signal.SIGSTOP)
+        _, _, _, truncated, infos = env.step(gas)
+        assert truncated.tolist() == [False, True] and infos["end_reason"].tolist() == ["", "game_lost"]
+        assert launcher.restarts == [1, 1] and hung.poll() is not None  # killed, and a new one answered
+        assert infos["episode_steps"].tolist() == [1, 0]
         env.close()
     assert all(p.poll() is not None for p in launcher.procs if p is not None)  # stop() ended them all
 

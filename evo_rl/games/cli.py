@@ -133,6 +133,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help='the command starting one instance, with {port}, e.g. \'"C:/TMLoader/TMLoader.exe" run TmForever '
         '"default" /configstring="set evorl_port {port}"\'',
     )
+    tmnf_launch.add_argument(
+        "--reports", default=None, help="folder of hung-instance reports (game.launcher_dir; default: a temp folder)"
+    )
     tmnf_launch.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     tmnf_launch.set_defaults(func=_tmnf_launch)
 
@@ -421,7 +424,7 @@ def _tmnf_launch(args: argparse.Namespace) -> int:
     if args.instances < 1:
         raise EvoError(f"--instances {args.instances}: give at least 1")
     ports = [args.port + k for k in range(args.instances)]
-    launcher = Launcher(args.command, ports).start()
+    launcher = Launcher(args.command, ports, args.reports).start()
     print(f"{len(ports)} TMNF instance(s) on ports {', '.join(map(str, ports))}; Ctrl-C stops them", flush=True)
     try:
         time.sleep(args.seconds if args.seconds is not None else 10**9)

@@ -22,6 +22,10 @@ class GameConnectionError(GameError):
     """Nothing listens where the game should, or the game stopped sending records."""
 
 
+class GameTimeoutError(GameConnectionError):
+    """The game is connected but did not answer in time (paused, in a menu, or hung)."""
+
+
 class MissingExtraError(GameError):
     """A game-only package is not installed."""
 

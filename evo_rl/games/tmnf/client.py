@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from evo_rl.games.errors import GameConnectionError, ProtocolError
+from evo_rl.games.errors import GameConnectionError, GameTimeoutError, ProtocolError
 from evo_rl.games.net import LOOPBACK, recv_exact
 from evo_rl.games.tmnf import protocol as p
 
@@ -86,9 +86,9 @@ class TMNFClient:
                     raise GameConnectionError(f"the TMNF instance on {self.where} closed the connection mid-frame")
                 frame = np.frombuffer(pixels, np.uint8).reshape(state.frame_height, state.frame_width)
         except TimeoutError as e:
-            raise GameConnectionError(
+            raise GameTimeoutError(
                 f"the TMNF instance on {self.where} did not answer within {self.timeout:g} s: is the game paused, in "
-                "a menu, or frozen? (a frozen instance: stop its process, `evo-rl game tmnf launch` starts it again)"
+                "a menu, or frozen? (`evo-rl game tmnf launch` restarts an instance its clients report hung)"
             ) from e
         except OSError as e:
             raise GameConnectionError(f"the connection to the TMNF instance on {self.where} failed ({e})") from e
@@ -101,6 +101,11 @@ class TMNFClient:
     ) -> tuple[Any, np.ndarray | None]:
         self.send(request, a, b, c, frame)
         return self.receive()
+
+    def set_timeout(self, seconds: float) -> None:
+        """Seconds to wait for an answer from now on."""
+        self.timeout = seconds
+        self._sock.settimeout(seconds)
 
     @property
     def pending(self) -> bool:

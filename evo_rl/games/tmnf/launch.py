@@ -7,21 +7,40 @@ starting TMNF with TMInterface and the port for the EVO RL plugin, for example::
 
 under Linux the same through Wine (``wine C:/TMLoader/TMLoader.exe ...``), and for tests and trials
 ``evo-rl virtual-game tmnf --port {port}``. A crashed instance is started again on the same port;
-the car source reconnects to it at its next episode (:class:`~evo_rl.games.tmnf.source.TMNFSource`).
+so is a hung one, which its client reports by a ``hung-<port>`` file in :func:`reports_dir` when it
+times out. The car source reconnects at its next episode (:class:`~evo_rl.games.tmnf.source.TMNFSource`).
 """
 
 from __future__ import annotations
 
 import shlex
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from evo_rl.errors import ConfigError
 
-POLL_SECONDS = 0.2  # s between checks of the instances' processes
+POLL_SECONDS = 0.2  # s between checks of the instances' processes and of hung reports
 STOP_SECONDS = 5.0  # s an instance gets to exit before it is killed
+
+
+def reports_dir(path: str | None = None) -> Path:
+    """Where clients report hung instances (``hung-<port>`` files) to the launcher: ``game.launcher_dir``,
+    by default ``<temp>/evo-rl-tmnf``."""
+    return Path(path) if path else Path(tempfile.gettempdir()) / "evo-rl-tmnf"
+
+
+def report_hung(port: int, path: str | None = None) -> None:
+    """Tell the launcher that the instance on ``port`` stopped answering (best effort)."""
+    folder = reports_dir(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"hung-{port}").touch()
+    except OSError:
+        pass
 
 
 def command_for(template: Sequence[str] | str, port: int) -> list[str]:
@@ -35,13 +54,16 @@ def command_for(template: Sequence[str] | str, port: int) -> list[str]:
 class Launcher:
     """Instances of ``command`` on ``ports``; :meth:`start` starts them and a thread restarts those that end."""
 
-    def __init__(self, command: Sequence[str] | str, ports: Sequence[int]) -> None:
+    def __init__(self, command: Sequence[str] | str, ports: Sequence[int], reports: str | None = None) -> None:
         if not ports:
             raise ConfigError("the launcher needs at least one port")
         self.commands = [command_for(command, port) for port in ports]
         self.ports = list(ports)
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * len(self.ports)
         self.restarts = [0] * len(self.ports)  # restarts per instance
+        self.reports = reports_dir(reports)
+        for port in self.ports:  # old reports of these ports do not count
+            (self.reports / f"hung-{port}").unlink(missing_ok=True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -63,7 +85,15 @@ class Launcher:
         while not self._stop.wait(POLL_SECONDS):
             with self._lock:
                 for i, proc in enumerate(self.procs):
-                    if proc is not None and proc.poll() is not None and not self._stop.is_set():
+                    if proc is None or self._stop.is_set():
+                        continue
+                    hung = self.reports / f"hung-{self.ports[i]}"
+                    if hung.exists():  # a client timed out on it: stop the hung game
+                        hung.unlink(missing_ok=True)
+                        if proc.poll() is None:
+                            proc.kill()
+                            proc.wait()
+                    if proc.poll() is not None:
                         self.restarts[i] += 1
                         self._spawn(i)
 

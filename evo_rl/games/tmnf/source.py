@@ -9,6 +9,7 @@ actions is exactly ``sim.dt`` in each. It is not real-time: the simulator's envi
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -16,9 +17,10 @@ import numpy as np
 from evo_rl.config import EvoConfig
 from evo_rl.errors import ConfigError
 from evo_rl.games.control import action_to_inputs
-from evo_rl.games.errors import GameConnectionError, ProtocolError
+from evo_rl.games.errors import GameConnectionError, GameTimeoutError, ProtocolError
 from evo_rl.games.tmnf import protocol as p
 from evo_rl.games.tmnf.client import TMNFClient
+from evo_rl.games.tmnf.launch import report_hung
 from evo_rl.games.track_model import TrackModel
 from evo_rl.sim.track import Track
 
@@ -97,12 +99,28 @@ class TMNFSource:
             self._update(i, *self.clients[i].receive(), first=True)
 
     def _reconnect(self, i: int) -> None:
+        """Connect to instance ``i`` again once it answers a ping (a restarting game may accept and stay silent)."""
         old = self.clients[i]
         old.close()
-        try:
-            self.clients[i] = TMNFClient(self.ports[i], timeout=old.timeout, connect_timeout=self.reconnect_timeout)
-        except GameConnectionError as e:
-            raise GameConnectionError(f"TMNF instance {i} did not come back ({self.errors[i]}): {e}") from e
+        deadline = time.monotonic() + self.reconnect_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                client = TMNFClient(
+                    self.ports[i], timeout=min(old.timeout, max(left, 0.1)), connect_timeout=max(left, 0.1)
+                )
+                try:
+                    client.request(p.Request.PING)
+                except GameConnectionError:
+                    client.close()
+                    raise
+                client.set_timeout(old.timeout)
+                break
+            except GameConnectionError as e:
+                if time.monotonic() >= deadline:
+                    raise GameConnectionError(f"TMNF instance {i} did not come back ({self.errors[i]}): {e}") from e
+                time.sleep(0.1)
+        self.clients[i] = client
         self.lost[i] = False
         self.errors[i] = ""
 
@@ -126,6 +144,8 @@ class TMNFSource:
                 self._lose(i, e)
 
     def _lose(self, i: int, error: Exception) -> None:
+        if isinstance(error, GameTimeoutError):
+            report_hung(self.ports[i], self.cfg.game.launcher_dir)
         self.lost[i] = True
         self.errors[i] = str(error)
         self.clients[i].drop_pending()
