@@ -15,7 +15,6 @@ decides when to observe.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from typing import Any
@@ -26,6 +25,7 @@ from evo_rl.config import EvoConfig
 from evo_rl.envs.spaces import lidar_beams
 from evo_rl.errors import ConfigError, EvoError
 from evo_rl.games.capture import ScreenBackend
+from evo_rl.games.cars import GameCars
 from evo_rl.games.control import InputBackend, action_to_inputs
 from evo_rl.games.errors import GameConnectionError
 from evo_rl.games.tm2020 import protocol as p
@@ -58,11 +58,10 @@ def source_name(cfg: EvoConfig) -> str:
     return "tm2020" if cfg.game.protocol == "evo" else "tm2020-tmrl"
 
 
-class TM2020Source:
+class TM2020Source(GameCars):
     """One car in TrackMania 2020 (or a virtual one): telemetry in, inputs out, pictures on request."""
 
     realtime = True
-    n_envs = 1
 
     def __init__(
         self,
@@ -84,28 +83,10 @@ class TM2020Source:
         self.dt = cfg.sim.dt
         self.controls = cfg.env.controls
         self.timeout = cfg.game.record_timeout
-        n = 1
-        self.pos3 = np.zeros((n, 3))  # [1, 3] m, game axes
-        self.vel = np.zeros((n, 2))  # [1, 2] m/s, horizontal (x, z)
-        self.yaw = np.zeros(n)  # [1] rad
-        self.forward_speed = np.zeros(n)  # [1] m/s (negative reversing)
-        self.gear = np.zeros(n, np.int32)
-        self.rpm = np.zeros(n)
-        self.checkpoints = np.zeros(n, np.int32)
-        self.cp_forward = np.zeros(n, np.int32)
-        self.cp_backward = np.zeros(n, np.int32)
-        self.finished = np.zeros(n, bool)
-        self.wall_contact = np.zeros(n, bool)
-        self.airborne = np.zeros(n, bool)
-        self.race_time_ms = np.zeros(n, np.int64)
-        self.quad = np.zeros(n, np.int32)
-        self.progress_s = np.zeros(n)
-        self.lateral = np.zeros(n)
+        super().__init__(1, TrackModel(track, cfg) if track is not None else None)
         self.telemetry: Telemetry | None = None  # the record the arrays come from
         self._sent = -1  # client seq when the last inputs were sent
-        self._model = TrackModel(track, cfg) if track is not None else None
         self._picture: np.ndarray | None = None  # [H, W, 3] uint8, the last grab
-        self._last_xz = (0.0, 0.0)  # horizontal position of the previous record, m
 
     # ------------------------------------------------------------------ the contract
 
@@ -152,12 +133,6 @@ class TM2020Source:
         self._update(self.client.wait_newer(max(self._sent, self.client.seq), self.timeout))
         self._picture = None
 
-    def speed(self) -> np.ndarray:
-        return np.abs(self.forward_speed)
-
-    def position3(self) -> np.ndarray:
-        return self.pos3.copy()
-
     def lidar(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """``[1, beams]`` float32: against the track model (m) or over the window picture (TMRL's px)."""
         beams = lidar_beams(self.cfg)
@@ -170,8 +145,7 @@ class TM2020Source:
 
             out[0] = screen_lidar(self._grab())
             return out
-        assert self._model is not None
-        return self._model.lidar(self.pos3[:, [0, 2]], self.yaw, self.quad, out)
+        return self.geometric_lidar(out)
 
     def images(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """``[1, H, W]`` uint8: the window picture in grey, resized to the camera's size (``camera``)."""
@@ -200,37 +174,8 @@ class TM2020Source:
         return self._picture
 
     def _update(self, t: Telemetry, first: bool = False) -> None:
-        s = t.car_state()
         self.telemetry = t
-        self.pos3[0] = s.position
-        self.vel[0] = (s.velocity[0], s.velocity[2])
-        if "heading" in self.provides:
-            self.yaw[0] = s.heading
-        elif not first:  # TMRL's plugin sends no direction: the heading of the motion instead
-            dx, dz = s.position[0] - self._last_xz[0], s.position[2] - self._last_xz[1]
-            if math.hypot(dx, dz) > 0.05:
-                self.yaw[0] = math.atan2(dz, dx)
-        self._last_xz = (s.position[0], s.position[2])
-        self.forward_speed[0] = s.speed_kmh / 3.6
-        self.gear[0] = s.gear
-        self.rpm[0] = s.rpm
-        before = int(self.checkpoints[0])
-        self.checkpoints[0] = s.checkpoints
-        self.cp_forward[0] = 0 if first else max(s.checkpoints - before, 0)
-        self.cp_backward[0] = 0
-        self.finished[0] = s.finished
-        self.wall_contact[0] = s.wall_contact
-        self.airborne[0] = not any(s.wheel_contact)
-        self.race_time_ms[0] = s.race_time_ms
-        if self.track is not None:
-            self._place(first)
-
-    def _place(self, first: bool) -> None:
-        """Quad, progress and lateral offset of the car on the track model (the last known quad off the strip)."""
-        assert self._model is not None
-        s, lat = self._model.place(self.pos3[:, [0, 2]], self.quad, np.array([first]))
-        self.progress_s[0] = s[0]
-        self.lateral[0] = lat[0]
+        self.set_car(0, t.car_state(), first, heading="heading" in self.provides)  # TMRL's plugin sends none
 
 
 def _grey_resized(rgb: np.ndarray, height: int, width: int) -> np.ndarray:

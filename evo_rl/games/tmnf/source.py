@@ -16,6 +16,7 @@ import numpy as np
 
 from evo_rl.config import EvoConfig
 from evo_rl.errors import ConfigError
+from evo_rl.games.cars import GameCars
 from evo_rl.games.control import action_to_inputs
 from evo_rl.games.errors import GameConnectionError, GameTimeoutError, ProtocolError
 from evo_rl.games.tmnf import protocol as p
@@ -37,7 +38,7 @@ def provides(cfg: EvoConfig, has_track: bool, virtual: bool) -> frozenset[str]:
     return frozenset(out)
 
 
-class TMNFSource:
+class TMNFSource(GameCars):
     """``len(clients)`` TMNF instances, car ``i`` in instance ``i``."""
 
     name = "tmnf"
@@ -48,30 +49,14 @@ class TMNFSource:
             raise ConfigError("lidar.kind: tmrl is TMRL's TrackMania 2020 screen LIDAR; use geometric with TMNF")
         self.cfg = cfg
         self.clients = clients
-        self.n_envs = n = len(clients)
+        n = len(clients)
         self.track = track
         self.provides = provides(cfg, track is not None, virtual)
         self.dt = cfg.sim.dt
         self.controls = cfg.env.controls
         cam = cfg.camera
         self._frame = (cam.height, cam.width) if cfg.env.flavour == "full" else None
-        self._model = TrackModel(track, cfg) if track is not None else None
-        self.pos3 = np.zeros((n, 3))
-        self.vel = np.zeros((n, 2))
-        self.yaw = np.zeros(n)
-        self.forward_speed = np.zeros(n)
-        self.gear = np.zeros(n, np.int32)
-        self.rpm = np.zeros(n)
-        self.checkpoints = np.zeros(n, np.int32)
-        self.cp_forward = np.zeros(n, np.int32)
-        self.cp_backward = np.zeros(n, np.int32)
-        self.finished = np.zeros(n, bool)
-        self.wall_contact = np.zeros(n, bool)
-        self.airborne = np.zeros(n, bool)
-        self.race_time_ms = np.zeros(n, np.int64)
-        self.quad = np.zeros(n, np.int32)
-        self.progress_s = np.zeros(n)
-        self.lateral = np.zeros(n)
+        super().__init__(n, TrackModel(track, cfg) if track is not None else None)
         self.frames = np.zeros((n, *(self._frame or (1, 1))), np.uint8)
         self.lost = np.zeros(n, bool)  # [N] instances that stopped answering; their episodes are cut
         self.errors: list[str] = ["" for _ in range(n)]  # why, per instance
@@ -150,17 +135,8 @@ class TMNFSource:
         self.errors[i] = str(error)
         self.clients[i].drop_pending()
 
-    def speed(self) -> np.ndarray:
-        return np.abs(self.forward_speed)
-
-    def position3(self) -> np.ndarray:
-        return self.pos3.copy()
-
     def lidar(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
-        assert self._model is not None  # "lidar" is provided only with a track model
-        if out is None:
-            out = np.empty((self.n_envs, len(self._model.angles)), np.float32)
-        return self._model.lidar(self.pos3[:, [0, 2]], self.yaw, self.quad, out)
+        return self.geometric_lidar(out)
 
     def images(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         if out is None:
@@ -173,25 +149,9 @@ class TMNFSource:
             c.close()
 
     def _update(self, i: int, s: Any, frame: np.ndarray | None, first: bool = False) -> None:
-        self.pos3[i] = (s.pos_x, s.pos_y, s.pos_z)
-        self.vel[i] = (s.vel_x, s.vel_z)
-        self.yaw[i] = s.yaw
-        self.forward_speed[i] = s.speed_kmh / 3.6
-        self.gear[i] = s.gear
-        self.rpm[i] = s.rpm
-        before = int(self.checkpoints[i])
-        self.checkpoints[i] = s.checkpoints
-        self.cp_forward[i] = 0 if first else max(s.checkpoints - before, 0)
-        self.finished[i] = bool(s.finished)
-        self.wall_contact[i] = s.wall_contact == 1
-        self.airborne[i] = s.wheels_ground == 0
-        self.race_time_ms[i] = s.race_time_ms
+        self.set_car(i, p.state_to_car_state(s), first)
         if frame is not None:
             self.frames[i] = frame
-        if self._model is not None:
-            q = self.quad[i : i + 1]
-            prog, lat = self._model.place(self.pos3[i : i + 1, [0, 2]], q, np.array([first]))
-            self.progress_s[i], self.lateral[i] = prog[0], lat[0]
 
 
 def open_source(cfg: EvoConfig, ports: list[int], virtual: bool = False, speed: float | None = None) -> TMNFSource:
