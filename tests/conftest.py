@@ -7,7 +7,9 @@ tests/ on sys.path), plus the ``straight`` fixture (a 60 m straight built by
 
 from __future__ import annotations
 
+import argparse
 import math
+import socket
 
 import numpy as np
 import pytest
@@ -114,3 +116,20 @@ TINY_TRAIN = [
 def tiny_config(*extra: str) -> EvoConfig:
     """The config of ``TINY_TRAIN`` with ``extra`` dotted overrides on top (later ones win)."""
     return load_config(None, [*TINY_TRAIN, *extra])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def games_cli(argv: list[str]) -> int:
+    """Run ``evo-rl game ...`` / ``evo-rl virtual-game ...`` in this process, errors raised (not printed)."""
+    from evo_rl.games.cli import register
+
+    parser = argparse.ArgumentParser(prog="evo-rl")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)

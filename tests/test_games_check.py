@@ -3,10 +3,8 @@ packages, the plugin folder, the window and the gamepad replaced, so no test nee
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import socket
 import sys
 import types
 import zipfile
@@ -14,27 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import free_port, games_cli
 
 from evo_rl.games import check as chk
-from evo_rl.games.cli import register
 from evo_rl.games.errors import GameConnectionError, GameError, MissingExtraError
 from evo_rl.games.tm2020 import install
 from evo_rl.games.tm2020.virtual import VirtualTM2020
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="evo-rl")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def _importer(missing: frozenset[str] | set[str] = frozenset()):  # noqa: B006
@@ -97,7 +82,7 @@ def test_everything_works_against_a_virtual_game(game: VirtualTM2020, plugins: P
 
 
 def test_nothing_listening_says_what_to_check(plugins: Path) -> None:
-    port = _free_port()
+    port = free_port()
     checks = chk.run_checks(port, "evo", plugins, seconds=0.3, system="Linux", importer=_importer())
     by = _by_name(checks)
     t = by["telemetry"]
@@ -211,15 +196,15 @@ def test_find_game_window_needs_windows() -> None:
 
 
 def test_cli_check(game: VirtualTM2020, plugins: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = _cli(["game", "tm2020", "check", "--port", str(game.port), "--dir", str(plugins), "--json"])
+    rc = games_cli(["game", "tm2020", "check", "--port", str(game.port), "--dir", str(plugins), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out["port"] == game.port and out["protocol"] == "evo" and rc == (0 if out["ok"] else 1)
     by = {c["name"]: c for c in out["checks"]}
     assert by["telemetry"]["status"] == "ok" and by["plugin"]["status"] == "ok"
     assert set(by["telemetry"]) == {"name", "status", "detail", "fix", "required"}
 
-    port = _free_port()
-    assert _cli(["game", "tm2020", "check", "--port", str(port), "--seconds", "0.3", "--dir", str(plugins)]) == 1
+    port = free_port()
+    assert games_cli(["game", "tm2020", "check", "--port", str(port), "--seconds", "0.3", "--dir", str(plugins)]) == 1
     text = capsys.readouterr().out
     assert text.startswith(f"checking TrackMania 2020 (evo protocol, telemetry on 127.0.0.1:{port})")
     assert re.search(r"^missing +telemetry: no telemetry on 127\.0\.0\.1", text, re.M)

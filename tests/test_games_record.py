@@ -3,9 +3,7 @@ against virtual games driven by the centre-line autopilot, and against scripted 
 
 from __future__ import annotations
 
-import argparse
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port, games_cli
 
 from evo_rl.config import CarConfig, EvoConfig
 from evo_rl.errors import EvoError, TrackError
 from evo_rl.games import record as rec
-from evo_rl.games.cli import register
 from evo_rl.games.control import VirtualInput
 from evo_rl.games.errors import GameConnectionError, GameError
 from evo_rl.games.tm2020 import protocol as p
@@ -33,19 +31,6 @@ from evo_rl.sim.world import START_AHEAD, World
 
 WAIT = 10.0  # s to wait for something that must happen (returns as soon as it does)
 SCALE = 10.0  # game seconds per real second of the virtual games here (evo-mini: ~3 s a lap, evo-test: ~8 s)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="evo-rl")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def _drive(game: VirtualTM2020, **kw: object) -> rec.RecordedLap:
@@ -159,7 +144,7 @@ def test_cli_record_reward_and_record_track(
 ) -> None:
     base = ["--port", str(mini.port), "--input-port", str(mini.input_port), "--autopilot", "evo-mini", "--json"]
     ref = tmp_path / "mini.csv"
-    assert _cli(["game", "tm2020", "record-reward", "--out", str(ref), "--spacing", "0.5", *base]) == 0
+    assert games_cli(["game", "tm2020", "record-reward", "--out", str(ref), "--spacing", "0.5", *base]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["out"] == str(ref) and out["finished"] is True and out["time"] == "race"
     assert out["points"] == len(load_reference(ref)) and out["spacing_m"] == 0.5
@@ -167,7 +152,7 @@ def test_cli_record_reward_and_record_track(
     assert 10 < out["lap_time_s"] < 60
 
     path = tmp_path / "mini.track"
-    assert _cli(["game", "tm2020", "record-track", "--out", str(path), "--width", "16", *base]) == 0
+    assert games_cli(["game", "tm2020", "record-track", "--out", str(path), "--width", "16", *base]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["reference"] == str(tmp_path / "mini.npy") and out["checkpoints"] == 2 and out["width_m"] == 16
     track = get_track(str(path))
@@ -178,7 +163,7 @@ def test_cli_record_reward_and_record_track(
     # again from the recorded trajectory, without driving: same line, gates spread evenly
     again = tmp_path / "again.track"
     argv = ["game", "tm2020", "record-track", "--out", str(again), "--from-reference", str(tmp_path / "mini.npy")]
-    assert _cli([*argv, "--checkpoints", "3", "--name", "again"]) == 0
+    assert games_cli([*argv, "--checkpoints", "3", "--name", "again"]) == 0
     text = capsys.readouterr().out
     assert f"saved {again}" in text and "3 checkpoints" in text and f"episode.reference={tmp_path / 'mini.npy'}" in text
     assert abs(get_track(str(again)).length - track.length) < 1.0
@@ -187,7 +172,7 @@ def test_cli_record_reward_and_record_track(
 
 def test_cli_prints_a_summary(mini: VirtualTM2020, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["game", "tm2020", "record-reward", "--out", str(tmp_path / "r.npy"), "--port", str(mini.port)]
-    assert _cli([*argv, "--autopilot", "evo-mini", "--input-port", str(mini.input_port)]) == 0
+    assert games_cli([*argv, "--autopilot", "evo-mini", "--input-port", str(mini.input_port)]) == 0
     out, err = capsys.readouterr()
     assert f"saved {tmp_path / 'r.npy'}:" in out and "points every 0.1 m" in out and "(race time)" in out
     assert f"episode.reference={tmp_path / 'r.npy'}" in out
@@ -201,9 +186,9 @@ def test_an_unfinished_lap_is_refused_unless_allowed(
     base += ["--autopilot", "evo-mini"]
     out = tmp_path / "part.npy"
     with pytest.raises(GameError, match=r"did not reach the finish line.*--allow-unfinished"):
-        _cli([*base, "--out", str(out), "--max-seconds", "0.5"])
+        games_cli([*base, "--out", str(out), "--max-seconds", "0.5"])
     _no_files_but(tmp_path)
-    assert _cli([*base, "--out", str(out), "--max-seconds", "0.5", "--allow-unfinished", "--json"]) == 0
+    assert games_cli([*base, "--out", str(out), "--max-seconds", "0.5", "--allow-unfinished", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["finished"] is False and summary["lap_time_s"] is None
     assert 0 < summary["length_m"] < mini.track.length
@@ -213,14 +198,14 @@ def test_an_unfinished_lap_is_refused_unless_allowed(
 
 
 def test_nothing_listening_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     with TM2020Client(port=port, retry_seconds=0.05) as client:
         with pytest.raises(GameConnectionError, match=r"no telemetry, so no lap was recorded.*nothing listens"):
             rec.record_lap(client, timeout=0.3)
     for action, out in (("record-reward", "r.npy"), ("record-track", "t.track")):
         argv = ["game", "tm2020", action, "--out", str(tmp_path / out), "--port", str(port), "--timeout", "0.3"]
         with pytest.raises(GameConnectionError, match="virtual-game tm2020"):
-            _cli(argv)
+            games_cli(argv)
     _no_files_but(tmp_path)
 
 
@@ -239,7 +224,7 @@ def test_the_stream_stopping_mid_lap_is_a_clear_error_and_writes_nothing(tmp_pat
         argv = ["game", "tm2020", "record-track", "--out", str(tmp_path / "t.track"), "--port", str(game.port)]
         argv += ["--input-port", str(game.input_port), "--autopilot", "evo-mini", "--timeout", "0.5"]
         with pytest.raises(GameConnectionError, match=r"stopped mid-lap \(\d+ points"):
-            _cli(argv)
+            games_cli(argv)
     finally:
         stopper.join()
         game.stop()
@@ -264,14 +249,14 @@ def test_files_are_written_atomically(tmp_path: Path) -> None:
 
 def test_outputs_are_checked_before_driving(tmp_path: Path) -> None:
     with pytest.raises(EvoError, match=r"must end in \.npy or \.csv"):
-        _cli(["game", "tm2020", "record-reward", "--out", str(tmp_path / "r.pkl"), "--port", str(_free_port())])
+        games_cli(["game", "tm2020", "record-reward", "--out", str(tmp_path / "r.pkl"), "--port", str(free_port())])
     with pytest.raises(EvoError, match="does not exist"):
-        _cli(["game", "tm2020", "record-track", "--out", str(tmp_path / "no" / "t.track")])
+        games_cli(["game", "tm2020", "record-track", "--out", str(tmp_path / "no" / "t.track")])
     with pytest.raises(EvoError, match=r"\.track"):
-        _cli(["game", "tm2020", "record-track", "--out", str(tmp_path / "t.npy")])
+        games_cli(["game", "tm2020", "record-track", "--out", str(tmp_path / "t.npy")])
     with pytest.raises(EvoError, match="positive"):
-        _cli(["game", "tm2020", "record-track", "--out", str(tmp_path / "t.track"), "--width", "-3"])
-    with TM2020Client(port=_free_port()) as client, pytest.raises(EvoError, match="needs an input backend"):
+        games_cli(["game", "tm2020", "record-track", "--out", str(tmp_path / "t.track"), "--width", "-3"])
+    with TM2020Client(port=free_port()) as client, pytest.raises(EvoError, match="needs an input backend"):
         rec.record_lap(client, driver=lambda state: (0.0, 0.0, 0.0))
     _no_files_but(tmp_path)
 
@@ -282,10 +267,10 @@ def test_a_track_that_does_not_fit_keeps_the_lap(
     argv = ["game", "tm2020", "record-track", "--out", str(tmp_path / "t.track"), "--port", str(mini.port)]
     argv += ["--input-port", str(mini.input_port), "--autopilot", "evo-mini", "--width", "60"]
     with pytest.raises(TrackError, match=r"--width 60.*tighter than width / 2.*--from-reference"):
-        _cli(argv)
+        games_cli(argv)
     _no_files_but(tmp_path, "t.npy")  # the drive is kept, the track is not written
     argv = ["game", "tm2020", "record-track", "--out", str(tmp_path / "t.track"), "--from-reference"]
-    assert _cli([*argv, str(tmp_path / "t.npy"), "--width", "18"]) == 0
+    assert games_cli([*argv, str(tmp_path / "t.npy"), "--width", "18"]) == 0
     _no_files_but(tmp_path, "t.npy", "t.track")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 
 from evo_rl.envs.source import CarState, require
 from evo_rl.errors import EvoError
@@ -43,12 +44,6 @@ def _until(condition, seconds: float = WAIT) -> bool:
             return True
         time.sleep(0.01)
     return condition()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _full_record():
@@ -353,7 +348,7 @@ def test_virtual_screen_can_show_the_simulators_camera() -> None:
 
 
 def test_reconnects_after_the_virtual_game_restarts() -> None:
-    port = _free_port()
+    port = free_port()
     first = VirtualTM2020(track="evo-mini", port=port, input_port=0, time_scale=5.0).start()
     with TM2020Client(port=port) as client:
         try:
@@ -408,7 +403,7 @@ def test_port_in_use_is_a_clear_error(game: VirtualTM2020) -> None:
 
 
 def test_nothing_listens_gives_a_clear_message() -> None:
-    port = _free_port()
+    port = free_port()
     with TM2020Client(port=port, retry_seconds=0.05) as client:
         with pytest.raises(GameConnectionError) as e:
             client.wait_newer(-1, timeout=0.3)
@@ -502,7 +497,7 @@ def test_missing_game_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_virtual_backends_without_a_game() -> None:
-    port = _free_port()
+    port = free_port()
     for backend in (VirtualInput, VirtualScreen):
         with pytest.raises(GameConnectionError, match="virtual-game tm2020"):
             backend(port, timeout=0.5)
@@ -550,6 +545,6 @@ def test_cli_virtual_game_and_watch(capsys: pytest.CaptureFixture[str]) -> None:
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 3 and lines[0]["seq"] < lines[1]["seq"] < lines[2]["seq"]
     assert set(lines[0]) == {"seq", *(f.name for f in p.RECORD_FIELDS if f.const is None)}
-    port = _free_port()
+    port = free_port()
     assert _cli(["virtual-game", "tm2020", "--track", "evo-mini", "--port", str(port), "--seconds", "0.2"]) == 0
     assert f"127.0.0.1:{port}" in capsys.readouterr().err

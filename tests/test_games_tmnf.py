@@ -7,7 +7,7 @@ import socket
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import free_port, tiny_config
 
 from evo_rl.config import EvoConfig
 from evo_rl.envs import VecTrackEnv
@@ -217,12 +217,7 @@ def test_launcher_restarts_a_killed_or_hung_instance_and_the_source_reconnects(t
 
     with pytest.raises(Exception, match="no {port}"):
         command_for("game.exe", 1)
-    ports = []
-    for _ in range(2):  # two free ports
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        ports.append(s.getsockname()[1])
-        s.close()
+    ports = [free_port(), free_port()]
     cli = "import sys; from evo_rl.cli import main; sys.exit(main())"
     command = [sys.executable, "-c", cli, "virtual-game", "tmnf", "--port", "{port}", "--speed", "100"]
     cfg = EvoConfig()
