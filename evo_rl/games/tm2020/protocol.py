@@ -164,13 +164,18 @@ TMRL_PROVIDES = frozenset({"position", "speed", "gear", "rpm", "finish", "inputs
 # --------------------------------------------------------------------------- EVO RL records
 
 
+def pack_fields(layout: struct.Struct, fields: tuple[FieldSpec, ...], obj: Any, what: str) -> bytes:
+    """The bytes of ``obj`` in the table ``fields``: constant fields (magic, version, size) filled in."""
+    values = [f.const if f.const is not None else getattr(obj, f.name) for f in fields]
+    try:
+        return layout.pack(*values)
+    except struct.error as e:
+        raise ProtocolError(f"cannot encode {what} {obj}: {e}") from e
+
+
 def encode_record(record: Any) -> bytes:
     """The bytes of ``record`` (a :data:`Record`), header included."""
-    values = [f.const if f.const is not None else getattr(record, f.name) for f in RECORD_FIELDS]
-    try:
-        return _RECORD_STRUCT.pack(*values)
-    except struct.error as e:
-        raise ProtocolError(f"cannot encode record {record}: {e}") from e
+    return pack_fields(_RECORD_STRUCT, RECORD_FIELDS, record, "record")
 
 
 def check_header(header: bytes) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 
 from evo_rl.envs.source import CarState
 from evo_rl.games.errors import ProtocolError
-from evo_rl.games.tm2020.protocol import FieldSpec, _dataclass
+from evo_rl.games.tm2020.protocol import FieldSpec, _dataclass, pack_fields
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 9200  # the first instance; instance k listens on DEFAULT_PORT + k
@@ -101,11 +101,7 @@ PROVIDES = frozenset(
 
 
 def encode_request(frame: Any) -> bytes:
-    values = [f.const if f.const is not None else getattr(frame, f.name) for f in REQUEST_FIELDS]
-    try:
-        return _REQUEST.pack(*values)
-    except struct.error as e:
-        raise ProtocolError(f"cannot encode request {frame}: {e}") from e
+    return pack_fields(_REQUEST, REQUEST_FIELDS, frame, "request")
 
 
 def decode_request(data: bytes | bytearray | memoryview) -> Any:
@@ -133,11 +129,7 @@ def decode_request(data: bytes | bytearray | memoryview) -> Any:
 
 
 def encode_state(state: Any) -> bytes:
-    values = [f.const if f.const is not None else getattr(state, f.name) for f in STATE_FIELDS]
-    try:
-        return _STATE.pack(*values)
-    except struct.error as e:
-        raise ProtocolError(f"cannot encode state {state}: {e}") from e
+    return pack_fields(_STATE, STATE_FIELDS, state, "state")
 
 
 def decode_state(data: bytes | bytearray | memoryview) -> Any:
