@@ -408,6 +408,45 @@ class TrainConfig(Section):
         return value
 
 
+class DistConfig(Section):
+    host: str = Field("127.0.0.1", description="the server's address: where it listens, and where workers and the trainer connect")
+    port: int = Field(9300, ge=1, le=65535, description="the server's TCP port")
+    max_workers: int = Field(
+        4, ge=1, le=1024, description="worker ids 0..max_workers-1; the trainer's replay holds env.n_envs cars per id"
+    )
+    batch_steps: int = Field(
+        256, ge=1, description="transitions a worker gathers per batch (all its cars); also sent every batch_seconds"
+    )
+    batch_seconds: float = Field(0.5, gt=0, description="longest a transition waits in a worker before it is sent, s")
+    compress: Literal["none", "lz4", "zstd"] = Field(
+        "none", description="compression of sample batches: none, lz4 (pip install lz4) or zstd (pip install zstandard)"
+    )
+    keys_dir: str | None = Field(
+        None,
+        description="folder of CurveZMQ keys (`evo-rl keys generate`): server.key, this role's *.key_secret, and "
+        "allowed/ with the public keys the server accepts; null: plaintext, loopback only",
+    )
+    allow_plaintext: bool = Field(
+        False, description="allow unencrypted connections beyond loopback (a trusted private network only)"
+    )
+    spool_dir: str | None = Field(
+        None, description="where a worker keeps unconfirmed batches on disk; null: <runs_dir>/spool/worker-<id>"
+    )
+    spool_mb: float = Field(
+        1024, gt=0, description="disk a worker's spool may use, MiB; a full spool makes a lock-step worker wait"
+    )
+    weights_every_seconds: float = Field(1.0, gt=0, description="how often the trainer publishes new actor weights")
+    resend_seconds: float = Field(
+        2.0, gt=0, description="a batch not acknowledged within this time is sent again (the trainer drops duplicates)"
+    )
+    hold_steps: int = Field(
+        4096,
+        ge=1,
+        description="car-steps of unpaid updates at which lock-step workers (sim, tmnf) wait for the trainer; "
+        "real-time games never wait",
+    )
+
+
 class EvoConfig(Section):
     """The whole EVO RL configuration."""
 
@@ -422,6 +461,7 @@ class EvoConfig(Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig, description="replay memory")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training loop")
     game: GameConfig = Field(default_factory=GameConfig, description="a live game (env.source: tm2020)")
+    dist: DistConfig = Field(default_factory=DistConfig, description="distributed training (server, trainer, workers)")
 
     @field_validator("reward")
     @classmethod

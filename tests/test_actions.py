@@ -53,18 +53,18 @@ def test_replay_stores_what_the_env_applied(tmp_path) -> None:
     cfg = load_config(None, overrides)
     trainer = Trainer(cfg, create_run(tmp_path, "actions", cfg))
     applied, stored = [], []
-    env_step, memory_add = trainer.env.step, trainer.memory.add
+    env_step, memory_add = trainer.env.step, trainer.memory.add_frames
 
     def step(actions):
         out = env_step(actions)
         applied.append(trainer.env.core.prev_action.copy())
         return out
 
-    def add(obs, action, *rest, **kw):
+    def add(frames, action, *rest, **kw):
         stored.append(np.asarray(action, np.float32).copy())
-        return memory_add(obs, action, *rest, **kw)
+        return memory_add(frames, action, *rest, **kw)
 
-    trainer.env.step, trainer.memory.add = step, add
+    trainer.env.step, trainer.memory.add_frames = step, add
     trainer.train()
     assert len(stored) == len(applied) >= 64 // 4  # both phases: 6 random steps, then the actor's
     for a, b in zip(applied, stored, strict=True):

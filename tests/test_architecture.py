@@ -21,8 +21,10 @@ ALLOWED: dict[str, set[str]] = {
     "algos": {"nets", "memory", "config", "errors"},
     "train": {"algos", "memory", "envs", "games", "rewards", "sim", "config", "errors"},
     "games": {"envs", "rewards", "sim", "config", "errors"},
-    "bench": {"train", "algos", "memory", "envs", "rewards", "sim", "games", "config", "errors"},
-    "cli": {"train", "bench", "games", "algos", "memory", "envs", "rewards", "sim", "config", "errors", "evo_rl"},
+    "dist": {"train", "algos", "memory", "envs", "games", "rewards", "sim", "config", "errors"},
+    "bench": {"dist", "train", "algos", "memory", "envs", "rewards", "sim", "games", "config", "errors"},
+    "cli": {"dist", "train", "bench", "games", "algos", "memory", "envs", "rewards", "sim", "config", "errors", "evo_rl"},
+    "__main__": {"cli"},  # python -m evo_rl
     "evo_rl": {"config", "envs", "errors"},  # the package's __init__ (registers the Gymnasium ids)
 }
 

@@ -386,3 +386,39 @@ def test_bench_replay_runs_small():
     for name in ("lidar", "image"):
         assert out[name]["evo_us"] > 0 and out[name]["sb3_us"] > 0
     assert out["insert_per_s"] > 0
+
+
+def test_subsets_of_cars_at_any_time_match_full_steps():
+    """Workers feed their own cars whenever their batches arrive (``add(cars=...)``, ``add_frames``):
+    the memory ends up holding exactly what full vector steps would have stored."""
+    n, hist, act_buf = 4, 3, 2
+    layout = lidar_layout(hist, act_buf)
+    full = ReplayMemory(layout, 400, n, nstep=3, gamma=0.9, seed=1)
+    parts = ReplayMemory(layout, 400, n, nstep=3, gamma=0.9, seed=1)
+    env = FakeVecEnv(n, hist, act_buf, seed=5)
+    rng = np.random.default_rng(0)
+    pending: list[list[tuple]] = [[] for _ in range(n)]  # steps not yet delivered, per car
+    for _ in range(60):
+        obs, act, rew, term, trunc, final, mask = env.step()
+        full.add(obs, act, rew, term, trunc, final, mask)
+        for c in range(n):
+            pending[c].append((tuple(x[c : c + 1] for x in obs), act[c : c + 1], rew[c : c + 1], term[c : c + 1],
+                               trunc[c : c + 1], tuple(x[c : c + 1] for x in final)))  # fmt: skip
+        for c in rng.permutation(n)[: rng.integers(0, n + 1)]:  # some cars deliver their backlog now
+            for o, a, r, te, tr, fo in pending[c]:
+                if rng.random() < 0.5:
+                    parts.add(o, a, r, te, tr, fo, None, cars=np.array([c]))
+                else:  # as a worker sends them: newest frames, final frames of the ended cars only
+                    fin = [f[te | tr] for f in layout.frames(fo, 1)]
+                    parts.add_frames(layout.frames(o, 1), a, r, te, tr, fin, None, cars=np.array([c]))
+            pending[c] = []
+    for c in range(n):
+        for o, a, r, te, tr, fo in pending[c]:
+            parts.add(o, a, r, te, tr, fo, None, cars=np.array([c]))
+    assert len(parts) == len(full) > 0
+    for a, b in zip(full._frames, parts._frames, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(full._rec, parts._rec)
+    np.testing.assert_array_equal(full._valid, parts._valid)
+    with pytest.raises(EvoError, match="distinct indices"):
+        parts.add_frames(layout.frames(obs, n)[:], act, rew, term, trunc, final, mask, cars=np.array([0, 0, 1, 2]))

@@ -52,7 +52,7 @@ def test_updates_are_exactly_updates_per_step_times_car_steps_after_start(
     adds: list[tuple[int, int]] = []  # (env_steps after the iteration, sampleable transitions) per car step
     update_at: list[int] = []  # env_steps at each gradient update
 
-    real_add, real_update = trainer.memory.add, trainer.agent.update
+    real_add, real_update = trainer.memory.add_frames, trainer.agent.update
 
     def add(*args, **kwargs):
         real_add(*args, **kwargs)
@@ -63,7 +63,7 @@ def test_updates_are_exactly_updates_per_step_times_car_steps_after_start(
         update_at.append(trainer.counters.env_steps)
         return real_update(batch_)
 
-    trainer.memory.add = add
+    trainer.memory.add_frames = add
     trainer.agent.update = update
     c = trainer.train()
 

@@ -213,6 +213,11 @@ class SoftActorCriticBase(TrainingAgent):
     entropy coefficient ``alpha = exp(log_alpha)``, fixed or learned (Haarnoja et al.
     2018, arXiv:1812.05905, eq. 18)."""
 
+    @staticmethod
+    def actor_of(obs_space: spaces.Space, act_space: spaces.Space, config: SACConfig) -> SquashedGaussianActor:
+        """The actor network alone (a rollout worker needs no critics and no optimisers)."""
+        return SquashedGaussianActor(obs_space, act_space, config.hidden)
+
     def __init__(
         self,
         obs_space: spaces.Space,
@@ -224,7 +229,7 @@ class SoftActorCriticBase(TrainingAgent):
     ) -> None:
         super().__init__(obs_space, act_space, device, amp)
         self.config = cfg = config
-        self.actor = SquashedGaussianActor(obs_space, act_space, cfg.hidden).to(self.device)
+        self.actor = self.actor_of(obs_space, act_space, cfg).to(self.device)
         self.critic = EnsembleQNetwork(obs_space, act_space, cfg.hidden, n=n_critics).to(self.device)
         self.critic_target = frozen_copy(self.critic)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)

@@ -76,3 +76,15 @@ def make_agent(
             f"attribute{'s' if len(missing) > 1 else ''} {', '.join(missing)}; see docs/algorithms.md"
         )
     return agent
+
+
+def make_actor(
+    cfg: EvoConfig, obs_space: spaces.Space, act_space: spaces.Space, device: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """The actor alone of ``make_agent(cfg, ...)`` (same parameter names and shapes): what rollout
+    workers and policy files need. A class without a ``build_actor`` classmethod is built whole."""
+    cls = agent_class(cfg.algo.name)
+    builder = getattr(cls, "build_actor", None)
+    if builder is None:
+        return make_agent(cfg, obs_space, act_space, device).actor
+    return builder(obs_space, act_space, cfg).to(resolve_device(device))

@@ -174,6 +174,15 @@ class PPOAgent(TrainingAgent):
 
     on_policy = True
 
+    @staticmethod
+    def actor_of(obs_space: spaces.Space, act_space: spaces.Space, config: PPOConfig) -> GaussianActor:
+        return GaussianActor(obs_space, act_space, config.hidden, config.activation, config.log_std_init)
+
+    @classmethod
+    def build_actor(cls, obs_space: spaces.Space, act_space: spaces.Space, cfg: EvoConfig) -> torch.nn.Module:
+        """The actor of ``make_agent(cfg, ...)``, without the value network or the optimiser."""
+        return cls.actor_of(obs_space, act_space, cfg.algo.ppo)
+
     def __init__(
         self,
         obs_space: spaces.Space,
@@ -188,7 +197,7 @@ class PPOAgent(TrainingAgent):
             config, amp = cfg.algo.ppo, cfg.algo.amp
         super().__init__(obs_space, act_space, device, amp)
         self.config = cfg = config or PPOConfig()
-        self.actor = GaussianActor(obs_space, act_space, cfg.hidden, cfg.activation, cfg.log_std_init).to(self.device)
+        self.actor = self.actor_of(obs_space, act_space, cfg).to(self.device)
         self.value_net = ValueNetwork(obs_space, cfg.hidden, cfg.activation).to(self.device)
         self.optim = torch.optim.Adam(
             [

@@ -46,6 +46,11 @@ class REDQAgent(SoftActorCriticBase):
         config = config or REDQConfig()
         super().__init__(obs_space, act_space, config, config.n_critics, device, amp)
 
+    @classmethod
+    def build_actor(cls, obs_space: spaces.Space, act_space: spaces.Space, cfg: EvoConfig) -> torch.nn.Module:
+        """The actor of ``make_agent(cfg, ...)``, without critics or optimisers."""
+        return cls.actor_of(obs_space, act_space, cfg.algo.redq)
+
     def sample_members(self) -> torch.Tensor:
         """``M`` distinct critic indices drawn uniformly from the ``N``, ``[M]``."""
         return torch.randperm(self.config.n_critics, device=self.device)[: self.config.m_target]

@@ -37,6 +37,11 @@ class SACAgent(SoftActorCriticBase):
             config, amp = cfg.algo.sac, cfg.algo.amp
         super().__init__(obs_space, act_space, config or SACConfig(), 2, device, amp)
 
+    @classmethod
+    def build_actor(cls, obs_space: spaces.Space, act_space: spaces.Space, cfg: EvoConfig) -> torch.nn.Module:
+        """The actor of ``make_agent(cfg, ...)``, without critics or optimisers."""
+        return cls.actor_of(obs_space, act_space, cfg.algo.sac)
+
     def next_q_value(
         self, next_obs: Obs, rew: torch.Tensor, done: torch.Tensor, discount: torch.Tensor
     ) -> torch.Tensor:

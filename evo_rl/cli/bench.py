@@ -19,6 +19,7 @@ BENCHES = {
     "realtime": "real-time environment against a virtual TrackMania 2020: step period, jitter, latency",
     "capture": "capture of a virtual game's window and TMRL's screen LIDAR, per frame",
     "tmnf": "lock-step steps per second through the TMNF protocol against virtual TMNF instances",
+    "transport": "distributed transport: worker-to-trainer transitions/s and weight broadcasts, beside TMRL's relay",
 }
 
 
@@ -64,6 +65,18 @@ def _tmnf_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", action="store_true", help="instances as threads of this process, not processes")
 
 
+def _transport_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=4, help="worker processes sending batches (default 4)")
+    p.add_argument("--seconds", type=float, default=5.0, help="timed seconds of each throughput run (default 5)")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds before timing starts (default 1)")
+    p.add_argument("--batch-steps", type=int, default=256, help="transitions per batch (default 256)")
+    p.add_argument("--broadcast-workers", type=int, default=8, help="workers receiving weight broadcasts (default 8)")
+    p.add_argument("--broadcasts", type=int, default=20, help="timed weight broadcasts (default 20; 0 = none)")
+    p.add_argument("--compress", nargs="+", default=["none", "lz4"], choices=["none", "lz4", "zstd"])
+    p.add_argument("--obs", nargs="+", default=["lidar", "images"], choices=["lidar", "images"])
+    p.add_argument("--no-tmrl", action="store_true", help="skip TMRL's relay (tlspyo)")
+
+
 ARGUMENTS = {
     "sim": _sim_arguments,
     "replay": _replay_arguments,
@@ -71,6 +84,7 @@ ARGUMENTS = {
     "realtime": _realtime_arguments,
     "capture": _capture_arguments,
     "tmnf": _tmnf_arguments,
+    "transport": _transport_arguments,
 }
 
 
@@ -107,6 +121,18 @@ def bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         }
     if name == "tmnf":
         return {"instances": args.instances, "steps": args.steps, "processes": not args.threads}
+    if name == "transport":
+        return {
+            "workers": args.workers,
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "batch_steps": args.batch_steps,
+            "broadcast_workers": args.broadcast_workers,
+            "broadcasts": args.broadcasts,
+            "compress": args.compress,
+            "obs": args.obs,
+            "tmrl": not args.no_tmrl,
+        }
     if name == "capture":
         return {"frames": args.frames}
     if name == "realtime":

@@ -42,9 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--source",
-        choices=("sim", "tm2020"),
+        choices=("sim", "tm2020", "tmnf"),
         default=None,
-        help="car source (env.source): sim, or tm2020 for TrackMania 2020 (settings in the game section)",
+        help="car source (env.source): sim, tm2020 (TrackMania 2020) or tmnf (TrackMania Nations Forever); "
+        "game settings in the game section",
+    )
+    p.add_argument(
+        "--workers",
+        "-w",
+        type=int,
+        default=None,
+        metavar="N",
+        help="distributed on this machine: a server, N rollout worker processes and the trainer (docs/distributed.md)",
     )
     p.add_argument(
         "--init",
@@ -136,36 +145,55 @@ def _discard_new_run(run: RunDir, created: list[Path]) -> None:
         return
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, distributed: bool = False) -> int:
     from evo_rl.cli.common import config_from_args
     from evo_rl.train.loop import Trainer
     from evo_rl.train.preflight import check_startup
 
     _check_minutes(args.minutes)
+    workers = getattr(args, "workers", None)
+    trainer_cls: type[Trainer] = Trainer
+    if distributed or workers is not None:
+        from evo_rl.dist.trainer import DistTrainer
+
+        trainer_cls = DistTrainer
     if args.resume is not None:
         if args.init is not None or args.source is not None:
             from evo_rl.errors import ConfigError
 
             raise ConfigError("--resume continues a run as it was; drop --init and --source")
         run, cfg = _resume_config(args)
+        if workers is not None:
+            from evo_rl.dist.launch import local_config
+
+            cfg = local_config(cfg, workers, resume=True)
         check_startup(cfg, new_run=False)
-        if args.overrides:
+        if args.overrides or workers is not None:
             run.write_config(cfg)
-        trainer = Trainer(cfg, run, resume=True, minutes=args.minutes)
+        trainer = trainer_cls(cfg, run, resume=True, minutes=args.minutes)
     else:
         cfg = config_from_args(args)
         if args.source is not None:
             cfg.env.source = args.source
         if args.minutes is not None:
             cfg.train.minutes = args.minutes
+        if workers is not None:
+            from evo_rl.dist.launch import local_config
+
+            cfg = local_config(cfg, workers, resume=False)
         check_startup(cfg)
         run, created = _new_run(cfg, args.name)
         try:
-            trainer = Trainer(cfg, run, resume=False, minutes=args.minutes, init=args.init)
+            trainer = trainer_cls(cfg, run, resume=False, minutes=args.minutes, init=args.init)
         except BaseException:
             _discard_new_run(run, created)
             raise
-    c = trainer.train()
+    if workers is not None:
+        from evo_rl.dist.launch import train_with_workers
+
+        c = train_with_workers(trainer, workers)
+    else:
+        c = trainer.train()
     ev = trainer.last_eval
     summary = f"{run.path}: {c.env_steps:,} env steps, {c.updates:,} updates, {c.episodes:,} episodes"
     if ev is not None:

@@ -136,6 +136,28 @@ class ObsLayout:
             out.append(x[:, -1] if f.hist_len else x)
         return out
 
+    def final_frames(self, final_obs: Any, final_mask: np.ndarray | None, rows: np.ndarray, n: int) -> list[np.ndarray]:
+        """The newest frames of the final observations of cars ``rows`` (ended episodes) of an ``n``-car step.
+
+        ``final_obs`` is a vector env's ``infos["final_obs"]``: a batched observation valid where
+        ``final_mask``, or Gymnasium's object array of per-car observations (``final_mask`` None).
+        """
+        if final_obs is None:
+            raise EvoError(f"replay memory: cars {rows.tolist()} ended an episode but got no final_obs")
+        if final_mask is not None and not np.asarray(final_mask, bool)[rows].all():
+            missing = rows[~np.asarray(final_mask, bool)[rows]]
+            raise EvoError(f"replay memory: final_mask has no final observation for ended cars {missing.tolist()}")
+        if isinstance(final_obs, np.ndarray) and final_obs.dtype == object:
+            per_car = [final_obs[c] for c in rows.tolist()]  # Gymnasium's per-car format: only the ended cars
+            if any(r is None for r in per_car):
+                raise EvoError("replay memory: final_obs holds None for a car whose episode ended")
+            if self.flat:
+                stacked: Any = np.stack(per_car)
+            else:
+                stacked = tuple(np.stack([r[e] for r in per_car]) for e in range(self.n_entries))
+            return self.frames(stacked, rows.size)
+        return [f[rows] for f in self.frames(final_obs, n)]
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (saved with the memory)."""
         return {

@@ -222,9 +222,12 @@ class ReplayMemory:
         truncated: np.ndarray,
         final_obs: Any = None,
         final_mask: np.ndarray | None = None,
+        cars: np.ndarray | None = None,
     ) -> None:
         """Store one vector-env step of all N cars: ``obs`` (the observation the action was
         taken in), ``action`` [N, act_dim], ``reward`` [N], ``terminated`` / ``truncated`` [N].
+        With ``cars`` [m] (distinct car indices), the step of those cars only: every array has
+        m rows, in the order of ``cars`` (rollout workers each feed their own cars).
 
         For cars whose episode ended, ``final_obs`` holds the last observation (the vector
         env's ``infos["final_obs"]``: a batched observation, rows valid where ``final_mask``,
@@ -233,8 +236,33 @@ class ReplayMemory:
         applied (in range). The first ``add`` of each car starts an episode: begin right
         after ``env.reset()``.
         """
-        n = self.n_envs
-        frames = self.layout.frames(obs, n)
+        frames = self.layout.frames(obs, self.n_envs if cars is None else len(cars))
+        self.add_frames(frames, action, reward, terminated, truncated, final_obs, final_mask, cars)
+
+    def add_frames(
+        self,
+        frames: list[np.ndarray],
+        action: np.ndarray,
+        reward: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        final_obs: Any = None,
+        final_mask: np.ndarray | None = None,
+        cars: np.ndarray | None = None,
+    ) -> None:
+        """:meth:`add` from the newest frame of every field (``ObsLayout.frames``): what rollout
+        workers send. ``final_obs`` may also be a list of final frames, one row per ended car
+        (in car order), with ``final_mask`` None."""
+        if cars is None:
+            cars = self._all_cars
+        else:
+            cars = np.asarray(cars, np.int64).reshape(-1)
+            if cars.size and (cars.min() < 0 or cars.max() >= self.n_envs or np.unique(cars).size != cars.size):
+                raise EvoError(f"replay memory: cars must be distinct indices below {self.n_envs}, got {cars.tolist()}")
+        n = cars.size
+        for f, x in zip(self.layout.fields, frames, strict=True):
+            if x.shape != (n, *f.shape):
+                raise EvoError(f"replay memory: frames of {f.name!r} should have shape {(n, *f.shape)}, got {x.shape}")
         action = np.asarray(action, np.float32)
         if action.shape != (n, self.layout.act_dim):
             raise EvoError(f"replay memory: action should have shape {(n, self.layout.act_dim)}, got {action.shape}")
@@ -247,30 +275,19 @@ class ReplayMemory:
             raise EvoError("replay memory: reward and action must be finite (found NaN or inf)")
         if self._resume_pending:
             self.end_episodes()
-        self._write(self._all_cars, frames, action, reward, terminated, last=False)
+        self._write(cars, frames, action, reward, terminated, last=False)
         done = terminated | truncated
         if done.any():
-            cars = np.flatnonzero(done)
-            final = self._final_frames(final_obs, final_mask, cars)
-            zeros = np.zeros(cars.size, np.float32)
-            self._write(cars, final, np.zeros((cars.size, self.layout.act_dim), np.float32), zeros, False, last=True)
-
-    def _final_frames(self, final_obs: Any, final_mask: np.ndarray | None, cars: np.ndarray) -> list[np.ndarray]:
-        if final_obs is None:
-            raise EvoError(f"replay memory: cars {cars.tolist()} ended an episode but add() got no final_obs")
-        if final_mask is not None and not np.asarray(final_mask, bool)[cars].all():
-            missing = cars[~np.asarray(final_mask, bool)[cars]]
-            raise EvoError(f"replay memory: final_mask has no final observation for ended cars {missing.tolist()}")
-        if isinstance(final_obs, np.ndarray) and final_obs.dtype == object:
-            rows = [final_obs[c] for c in cars.tolist()]  # Gymnasium's per-car format: only the ended cars
-            if any(r is None for r in rows):
-                raise EvoError("replay memory: final_obs holds None for a car whose episode ended")
-            if self.layout.flat:
-                stacked: Any = np.stack(rows)
+            rows = np.flatnonzero(done)
+            if isinstance(final_obs, list):  # final frames of the ended cars, already extracted
+                final = final_obs
+                if any(f.shape[0] != rows.size for f in final):
+                    raise EvoError(f"replay memory: {rows.size} cars ended but final frames have other row counts")
             else:
-                stacked = tuple(np.stack([r[e] for r in rows]) for e in range(self.layout.n_entries))
-            return self.layout.frames(stacked, cars.size)
-        return [f[cars] for f in self.layout.frames(final_obs, self.n_envs)]
+                final = self.layout.final_frames(final_obs, final_mask, rows, n)
+            ended = cars[rows]
+            zeros = np.zeros(ended.size, np.float32)
+            self._write(ended, final, np.zeros((ended.size, self.layout.act_dim), np.float32), zeros, False, last=True)
 
     def _write(
         self,
@@ -311,13 +328,17 @@ class ReplayMemory:
         q = self._shift(slot[None, :], -j)  # [J, m]
         self._complete(q[epi[None, :] >= j])
 
-    def end_episodes(self) -> None:
-        """Close every car's running episode at its newest element (which becomes a final
-        observation). Called by the first ``add`` after :meth:`load`, since a resumed run
-        starts from freshly reset environments; call it yourself after resetting the env
-        outside of ``add``."""
-        self._resume_pending = False
-        cars = np.flatnonzero(self._pos > 0)
+    def end_episodes(self, cars: np.ndarray | None = None) -> None:
+        """Close every car's running episode (or those of ``cars``) at its newest element (which
+        becomes a final observation). Called by the first ``add`` after :meth:`load`, since a
+        resumed run starts from freshly reset environments; call it yourself after resetting the
+        env outside of ``add`` (a restarted rollout worker: its cars)."""
+        if cars is None:
+            self._resume_pending = False
+            cars = np.flatnonzero(self._pos > 0)
+        else:
+            cars = np.asarray(cars, np.int64).reshape(-1)
+            cars = cars[self._pos[cars] > 0]
         slot = cars * self.rows + (self._pos[cars] - 1) % self.rows
         slot = slot[~self._last[slot]]
         self._last[slot] = True

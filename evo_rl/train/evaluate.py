@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from evo_rl.config import EvoConfig
+from evo_rl.train.collect import EpisodeEnd
 
 Act = Callable[[Any], np.ndarray]  # batched observation -> actions [N, 3]
 
@@ -153,7 +154,7 @@ class RecentEpisodes:
     """The evaluation of a real-time run: the last ``episodes`` training episodes.
 
     A game drives one car in real time, so separate evaluation episodes would stop the learning
-    for minutes; the trainer feeds every ended training episode here (:meth:`observe`) and an
+    for minutes; the trainer feeds every ended training episode here (:meth:`add`) and an
     evaluation summarises the most recent ones (driven by the stochastic policy, so the scores are
     a lower bound of the deterministic policy's).
     """
@@ -163,14 +164,10 @@ class RecentEpisodes:
         self.reference_lap_time = reference_lap_time(track, cfg)
         self._ended: deque[tuple[float, float, float, float, str]] = deque(maxlen=episodes)
 
-    def observe(self, final: dict[str, Any], idx: np.ndarray, reasons: np.ndarray) -> None:
-        """Keep the episodes of cars ``idx`` that ended, from their final batched infos."""
-        for i, reason in zip(idx, reasons, strict=True):
-            finished = bool(final["finished"][i])
-            lap = float(final["race_time"][i]) if finished else math.nan
-            progress = 1.0 if finished else float(final["progress"][i])
-            ret, cps = float(final["episode_return"][i]), float(final["checkpoints"][i])
-            self._ended.append((lap, progress, ret, cps, str(reason)))
+    def add(self, episode: EpisodeEnd) -> None:
+        """Keep an ended training episode."""
+        lap = episode.race_time if episode.finished else math.nan
+        self._ended.append((lap, episode.progress, episode.ret, float(episode.checkpoints), episode.reason))
 
     def run(self, act: Act | None = None, max_steps: int | None = None) -> EvalResult:
         rows = list(self._ended)

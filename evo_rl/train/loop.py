@@ -40,9 +40,12 @@ from evo_rl.algos.state import flatten_state, unflatten_state
 from evo_rl.config import EvoConfig
 from evo_rl.errors import CheckpointError
 from evo_rl.games.errors import GameConnectionError
+from evo_rl.memory import ObsLayout
 from evo_rl.train.checkpoint import Checkpoint, CheckpointManager, rng_state, set_rng_state
+from evo_rl.train.collect import Collector, EpisodeEnd, EpisodeTracker
 from evo_rl.train.dashboard import Dashboard
 from evo_rl.train.evaluate import EvalResult, Evaluator, RecentEpisodes
+from evo_rl.train.learn import Learner
 from evo_rl.train.logger import MetricsLogger, truncate_metrics
 from evo_rl.train.policy import save_policy
 from evo_rl.train.run import RunDir
@@ -151,6 +154,22 @@ def configure_torch(cfg: EvoConfig) -> None:
         torch.set_num_threads(cfg.train.torch_threads)
 
 
+def make_env(cfg: EvoConfig) -> Any:
+    """The vector env of the configured source: the simulator, TMNF instances or a real-time game."""
+    from evo_rl.envs.vector import VecTrackEnv
+
+    if cfg.env.source == "sim":
+        return VecTrackEnv(cfg)
+    if cfg.env.source == "tmnf":  # lock-step game instances, one car each
+        from evo_rl.games.tmnf.source import open_source
+
+        source = open_source(cfg, cfg.game.ports, virtual=cfg.game.input == "virtual", speed=cfg.game.speed)
+        return VecTrackEnv(cfg, n_envs=source.n_envs, source=source)
+    from evo_rl.games.realtime import open_vec_env  # a game: one car in real time
+
+    return open_vec_env(cfg)
+
+
 class Trainer:
     """One training session of a run folder (a new run, or a resumed one).
 
@@ -189,8 +208,6 @@ class Trainer:
     def _build(
         self, cfg: EvoConfig, run: RunDir, resume: bool, minutes: float | None, dashboard: Dashboard | None
     ) -> None:
-        from evo_rl.envs.vector import VecTrackEnv
-
         self.cfg = cfg
         self.run = run
         self.minutes = minutes if minutes is not None else cfg.train.minutes
@@ -206,35 +223,24 @@ class Trainer:
             )
         configure_torch(cfg)
         self.rng = np.random.default_rng(cfg.train.seed)
-        self.env: Any
-        if cfg.env.source == "sim":
-            self.env = VecTrackEnv(cfg)
-        elif cfg.env.source == "tmnf":  # lock-step game instances, one car each
-            from evo_rl.games.tmnf.source import open_source
-
-            source = open_source(cfg, cfg.game.ports, virtual=cfg.game.input == "virtual", speed=cfg.game.speed)
-            self.env = VecTrackEnv(cfg, n_envs=source.n_envs, source=source)
-        else:  # a game: one car in real time
-            from evo_rl.games.realtime import open_vec_env
-
-            self.env = open_vec_env(cfg)
+        self.env: Any = self._make_env()
         self.n_envs = self.env.num_envs
         self.agent = make_agent(cfg, self.env.single_observation_space, self.env.single_action_space, cfg.train.device)
         self.on_policy = self.agent.on_policy  # checked against OffPolicyAgent / OnPolicyAgent by make_agent
         self.memory = None
         self.rollout = None
+        self.learner: Learner | None = None
+        self.collector: Collector | None = None
+        self.tracker = EpisodeTracker(self.n_envs)
         if self.on_policy:
             self.rollout = self.agent.make_rollout(self.n_envs)
         else:
-            from evo_rl.memory import ObsLayout, ReplayMemory
-
             layout = ObsLayout.from_space(
                 self.env.single_observation_space, cfg.env.hist_len, cfg.env.act_buf_len, cfg.env.flavour
             )
-            gamma = self.agent.gamma  # the algorithm's discount, for n-step returns (OffPolicyAgent.gamma)
-            self.memory = ReplayMemory.from_config(
-                cfg.memory, layout, self.n_envs, gamma, str(self.agent.device), cfg.train.seed
-            )
+            self.learner = Learner(cfg, self.agent, layout, self.n_envs)
+            self.memory = self.learner.memory
+            self.collector = self._make_collector(layout)
         self.evaluator: Evaluator | RecentEpisodes
         if cfg.env.source == "sim":
             self.evaluator = Evaluator(cfg, cfg.train.eval_episodes)
@@ -252,12 +258,18 @@ class Trainer:
         self.counters.sessions += 1
         self._stop: str | None = None
         self.stop_reason = ""
-        self._term_sums: dict[str, np.ndarray] = {}  # term -> [N] sums over the running episodes
         self.interval = Interval()
         self.shown_episode: dict[str, Any] | None = None  # last interval's episode summary, for the dashboard
         self.shown_losses: dict[str, float] = {}
         self.shown_rates = (0.0, 0.0)  # env steps/s, updates/s
         self.logger: MetricsLogger | None = None
+
+    def _make_env(self) -> Any:
+        return make_env(self.cfg)
+
+    def _make_collector(self, layout: ObsLayout) -> Collector | None:
+        """The off-policy collector: this trainer's env and actor."""
+        return Collector(self.env, layout, self.agent.actor, self.rng)
 
     # ------------------------------------------------------------------ budget
 
@@ -333,6 +345,7 @@ class Trainer:
         if ck.state.get("last_eval"):
             self.last_eval = EvalResult(**ck.state["last_eval"])
         self._env_rng_state = ck.state.get("env_rng")
+        self._restore_extra(ck.state)
         if self.memory is not None and not self.checkpoints.restore_replay(ck, self.memory):
             self._warn(f"checkpoint {ck.path.name} holds no replay memory; continuing with an empty one")
         self._truncate_metrics(self.counters.env_steps)
@@ -474,39 +487,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ episodes
 
-    def _record_step(self, infos: dict[str, Any], terminated: np.ndarray, truncated: np.ndarray) -> None:
-        """Sum the reward terms of the running episodes; gather the statistics of those that ended."""
-        for name, values in infos.get("reward_terms", {}).items():
-            sums = self._term_sums.get(name)
-            if sums is None:
-                sums = self._term_sums[name] = np.zeros(self.n_envs)
-            sums += values
-        done = np.asarray(terminated) | np.asarray(truncated)
-        if not done.any():
+    def _record_episodes(self, episodes: list[EpisodeEnd]) -> None:
+        """Gather the statistics of ended training episodes."""
+        if not episodes:
             return
-        final = infos.get("final_info", infos)
-        idx = np.flatnonzero(done)
         iv, c = self.interval, self.counters
-        finished = np.asarray(final["finished"])[idx]
-        reasons = np.asarray(infos["end_reason"])[idx]
-        if isinstance(self.evaluator, RecentEpisodes):
-            self.evaluator.observe(final, idx, reasons)
-        timeouts = int(np.sum(reasons == "time_limit"))
-        iv.returns.extend(np.asarray(final["episode_return"])[idx].tolist())
-        iv.lengths.extend(np.asarray(final["episode_steps"])[idx].tolist())
-        cps = np.asarray(final["checkpoints"])[idx]
-        iv.checkpoints.extend(cps.tolist())
-        iv.finishes += int(finished.sum())
-        iv.timeouts += timeouts
-        for r in reasons:
-            iv.reasons[str(r)] = iv.reasons.get(str(r), 0) + 1
-        for name, sums in self._term_sums.items():
-            iv.terms[name] = iv.terms.get(name, 0.0) + float(sums[idx].sum())
-            sums[idx] = 0.0
-        c.episodes += len(idx)
-        c.finishes += int(finished.sum())
-        c.timeouts += timeouts
-        c.checkpoints_passed += int(cps.sum())
+        for e in episodes:
+            if isinstance(self.evaluator, RecentEpisodes):
+                self.evaluator.add(e)
+            iv.returns.append(e.ret)
+            iv.lengths.append(e.steps)
+            iv.checkpoints.append(e.checkpoints)
+            iv.finishes += e.finished
+            iv.timeouts += e.reason == "time_limit"
+            iv.reasons[e.reason] = iv.reasons.get(e.reason, 0) + 1
+            for name, value in e.terms.items():
+                iv.terms[name] = iv.terms.get(name, 0.0) + value
+            c.finishes += e.finished
+            c.timeouts += e.reason == "time_limit"
+            c.checkpoints_passed += e.checkpoints
+        c.episodes += len(episodes)
 
     # ------------------------------------------------------------------ stepping
 
@@ -515,36 +515,30 @@ class Trainer:
         return not self.on_policy and self.counters.env_steps < self.cfg.train.start_steps
 
     def _offpolicy_step(self) -> None:
-        cfg, c = self.cfg, self.counters
         if self._owes_updates():  # no car steps while updates are owed: the update-to-data ratio stays exact
             self._pay_updates()
             return
-        obs = self.obs
-        if self._random_phase():
-            actions = self.rng.uniform(-1.0, 1.0, (self.n_envs, 3)).astype(np.float32)  # [N, 3]
-        else:
-            actions = self.agent.actor.act(obs, test=False)  # [N, 3]
-        next_obs, reward, terminated, truncated, infos = self.env.step(actions)
-        final_obs, final_mask = infos.get("final_obs"), infos.get("_final_obs")
-        # both sources lie in [-1, 1] (uniform, tanh-squashed actor), so the env applies them unclipped and the
-        # replay stores exactly what was applied; actions are checked and clipped in one place, sim.world.check_actions
-        self.memory.add(obs, actions, reward, terminated, truncated, final_obs, final_mask)
-        self._record_step(infos, terminated, truncated)
-        self.obs = next_obs
-        c.env_steps += self.n_envs
-        self.interval.env_steps += self.n_envs
-        if c.env_steps < cfg.train.start_steps or len(self.memory) < cfg.memory.batch_size:
-            return
-        c.update_debt += self.n_envs * cfg.train.updates_per_step
+        tr = self.collector.step(random=self._random_phase())
+        self.learner.add(tr)
+        self._record_episodes(tr.episodes)
+        self._count_steps(tr.n_cars)
+
+    def _count_steps(self, n: int) -> None:
+        """``n`` car-steps stored: count them and owe their updates (once learning has started)."""
+        cfg, c = self.cfg, self.counters
+        c.env_steps += n
+        self.interval.env_steps += n
+        if c.env_steps >= cfg.train.start_steps and self.learner.ready():
+            self._owe(n * cfg.train.updates_per_step)
+
+    def _owe(self, updates: float) -> None:
+        """New data owes ``updates`` gradient updates: pay them now (local training)."""
+        self.counters.update_debt += updates
         self._pay_updates()
 
     def _owes_updates(self) -> bool:
         """Whether owed updates wait to be paid before the next car step (off-policy)."""
-        return (
-            self.memory is not None
-            and self.counters.update_debt >= 1.0
-            and len(self.memory) >= self.cfg.memory.batch_size
-        )
+        return self.learner is not None and self.counters.update_debt >= 1.0 and self.learner.ready()
 
     def _must_yield(self) -> bool:
         """A signal arrived or the session's time budget is spent: stop paying updates now."""
@@ -557,18 +551,13 @@ class Trainer:
         """Pay owed updates (one per whole unit of ``update_debt``) for at most
         ``UPDATE_SLICE_SECONDS``; what is left is paid by the next iterations, before any
         car steps, unless the run stops first (then it stays in ``update_debt``)."""
-        cfg, c = self.cfg, self.counters
-        prioritized = cfg.memory.prioritized
+        c = self.counters
         deadline = time.monotonic() + UPDATE_SLICE_SECONDS
         done = 0
         while c.update_debt >= 1.0:
             if done % UPDATE_CHECK_EVERY == 0 and (self._must_yield() or (done and time.monotonic() >= deadline)):
                 return
-            batch = self.memory.sample(cfg.memory.batch_size)
-            result = self.agent.update(batch)
-            if prioritized and result.td_error is not None:
-                self.memory.update_priorities(batch.indices, result.td_error)
-            self.interval.add_metrics(result.metrics)
+            self.interval.add_metrics(self.learner.update())
             c.update_debt -= 1.0
             c.updates += 1
             self.interval.updates += 1
@@ -580,7 +569,7 @@ class Trainer:
         next_obs, reward, terminated, truncated, infos = self.env.step(step.action)
         final_value = self.agent.final_values(infos, truncated)
         rollout.add(self.obs, step.raw_action, step.log_prob, step.value, reward, terminated, truncated, final_value)
-        self._record_step(infos, terminated, truncated)
+        self._record_episodes(self.tracker.step(infos, terminated, truncated))
         self.obs = next_obs
         c.env_steps += self.n_envs
         self.interval.env_steps += self.n_envs
@@ -594,6 +583,23 @@ class Trainer:
             self.interval.updates += done
 
     # ------------------------------------------------------------------ signals and control
+
+    def _on_pause(self, paused: bool) -> None:
+        """Hook: the run was paused or resumed (``evo-rl pause`` / ``resume``)."""
+
+    def _idle(self, seconds: float) -> None:
+        """Hook: what a paused trainer does between two looks at the pause file."""
+        time.sleep(seconds)
+
+    def _restore_extra(self, state: dict[str, Any]) -> None:
+        """Hook: read what a subclass added to the checkpoint state (:meth:`_state`)."""
+
+    def _reset_env(self, seed: int) -> None:
+        self.obs, _ = self.env.reset(seed=seed)
+        if self._env_rng_state is not None:
+            self.env.np_random.bit_generator.state = self._env_rng_state
+        if self.collector is not None:
+            self.collector.obs = self.obs
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._stop is not None:  # a second Ctrl-C: stop now
@@ -682,9 +688,7 @@ class Trainer:
         self.interval = Interval()
         self._stop = None
         old_handlers = self._install_signals()
-        self.obs, _ = self.env.reset(seed=cfg.env.seed + 7919 * (c.sessions - 1))
-        if self._env_rng_state is not None:
-            self.env.np_random.bit_generator.state = self._env_rng_state
+        self._reset_env(cfg.env.seed + 7919 * (c.sessions - 1))
         step = self._onpolicy_step if self.on_policy else self._offpolicy_step
         clock = self._clock = ActiveClock()
         elapsed_before = c.elapsed
@@ -721,10 +725,11 @@ class Trainer:
                         if self.run.is_paused() != paused:
                             paused = not paused
                             (clock.pause if paused else clock.unpause)()
+                            self._on_pause(paused)
                             self.dashboard.message("paused" if paused else "resumed")
                             self.dashboard.update(self._snapshot(now, paused), log_line=True)
                     if paused:
-                        time.sleep(CONTROL_POLL_SECONDS)
+                        self._idle(CONTROL_POLL_SECONDS)
                         next_poll = 0.0
                         self.dashboard.update(self._snapshot(now, paused))
                         continue

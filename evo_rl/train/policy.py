@@ -66,11 +66,12 @@ def save_policy(path: str | Path, actor: torch.nn.Module, cfg: EvoConfig, **meta
 
 
 def build_actor(cfg: EvoConfig, device: str = "cpu") -> torch.nn.Module:
-    """A freshly initialised actor of the configured algorithm and observation layout."""
-    from evo_rl.algos import make_agent
+    """A freshly initialised actor of the configured algorithm and observation layout (no critics
+    or optimisers are built)."""
+    from evo_rl.algos import make_actor
     from evo_rl.envs.spaces import action_space, observation_space
 
-    return make_agent(cfg, observation_space(cfg), action_space(), device=device).actor
+    return make_actor(cfg, observation_space(cfg), action_space(), device=device)
 
 
 def read_policy_metadata(path: str | Path) -> dict[str, str]:

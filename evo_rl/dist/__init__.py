@@ -1,0 +1,1 @@
+"""Distributed training: a relay server, a trainer and rollout workers over ZeroMQ (see docs/distributed.md)."""
