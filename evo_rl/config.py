@@ -409,7 +409,9 @@ class TrainConfig(Section):
 
 
 class DistConfig(Section):
-    host: str = Field("127.0.0.1", description="the server's address: where it listens, and where workers and the trainer connect")
+    host: str = Field(
+        "127.0.0.1", description="the server's address: where it listens, and where workers and the trainer connect"
+    )
     port: int = Field(9300, ge=1, le=65535, description="the server's TCP port")
     max_workers: int = Field(
         4, ge=1, le=1024, description="worker ids 0..max_workers-1; the trainer's replay holds env.n_envs cars per id"

@@ -23,7 +23,20 @@ ALLOWED: dict[str, set[str]] = {
     "games": {"envs", "rewards", "sim", "config", "errors"},
     "dist": {"train", "algos", "memory", "envs", "games", "rewards", "sim", "config", "errors"},
     "bench": {"dist", "train", "algos", "memory", "envs", "rewards", "sim", "games", "config", "errors"},
-    "cli": {"dist", "train", "bench", "games", "algos", "memory", "envs", "rewards", "sim", "config", "errors", "evo_rl"},
+    "cli": {
+        "dist",
+        "train",
+        "bench",
+        "games",
+        "algos",
+        "memory",
+        "envs",
+        "rewards",
+        "sim",
+        "config",
+        "errors",
+        "evo_rl",
+    },
     "__main__": {"cli"},  # python -m evo_rl
     "evo_rl": {"config", "envs", "errors"},  # the package's __init__ (registers the Gymnasium ids)
 }

@@ -153,6 +153,7 @@ def _dist_config(tmp_path: Path, port: int, *extra: str) -> Path:
         "train.eval_every_minutes=1000",
         "train.total_steps=10000000",
         "memory.capacity=20000",
+        "train.dashboard=plain",  # its messages go to the log
         *extra,
     )
     path = tmp_path / "cfg.yaml"

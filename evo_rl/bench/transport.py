@@ -119,7 +119,9 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def _cores(pids: Sequence[int], before: dict[int, float | None], after: dict[int, float | None], span: float) -> float | None:
+def _cores(
+    pids: Sequence[int], before: dict[int, float | None], after: dict[int, float | None], span: float
+) -> float | None:
     total = 0.0
     for pid in pids:
         a, b = before.get(pid), after.get(pid)
@@ -335,7 +337,9 @@ class _Group:
             except queue.Empty:
                 self.check()
                 if time.monotonic() > end:
-                    raise TransportBenchError(f"timed out after {timeout:g} s waiting for {n} {kind!r} messages") from None
+                    raise TransportBenchError(
+                        f"timed out after {timeout:g} s waiting for {n} {kind!r} messages"
+                    ) from None
                 continue
             (got if ok(self._note(m)) else self.backlog).append(m)
         return got
@@ -444,7 +448,13 @@ def _evo_worker(
                 if msg.kind == "ack" and msg.meta.get("worker") == worker:
                     acked = max(acked, int(msg.meta["seq"]))
                     last_ack = time.monotonic()
-        q.put(("done", f"evo-worker-{worker}", {"worker": worker, "encoded": encoded, "encode_s": encode_s, "resent": resent}))
+        q.put(
+            (
+                "done",
+                f"evo-worker-{worker}",
+                {"worker": worker, "encoded": encoded, "encode_s": encode_s, "resent": resent},
+            )
+        )
     finally:
         send(sock, wire.encode("bye", {"worker": worker}))
         time.sleep(0.05)
@@ -489,7 +499,13 @@ def _evo_weights_worker(q: Any, stop: Any, *, port: int, worker: int, kinds: lis
                 with torch.no_grad():
                     actors[msg.meta["actor"]].load_state_dict(tensors)
                 t = time.monotonic()
-                q.put(("loaded", name, {"worker": worker, "actor": msg.meta["actor"], "version": msg.meta["version"], "t": t}))
+                q.put(
+                    (
+                        "loaded",
+                        name,
+                        {"worker": worker, "actor": msg.meta["actor"], "version": msg.meta["version"], "t": t},
+                    )
+                )
     finally:
         send(sock, wire.encode("bye", {"worker": worker}))
         time.sleep(0.05)
@@ -527,7 +543,9 @@ def _evo_disconnect(ctx: Any, sock: Any) -> None:
     ctx.term()
 
 
-def _evo_throughput(kind: str, compress: str, workers: int, seconds: float, warmup: float, batch_steps: int) -> dict[str, Any]:
+def _evo_throughput(
+    kind: str, compress: str, workers: int, seconds: float, warmup: float, batch_steps: int
+) -> dict[str, Any]:
     import zmq
 
     from evo_rl.dist import wire
@@ -564,7 +582,9 @@ def _evo_throughput(kind: str, compress: str, workers: int, seconds: float, warm
                 if len(started) == workers:
                     t_begin = now + warmup
                 elif now > give_up:
-                    raise TransportBenchError(f"only {len(started)} of {workers} workers sent a batch within {STARTUP_SECONDS:g} s")
+                    raise TransportBenchError(
+                        f"only {len(started)} of {workers} workers sent a batch within {STARTUP_SECONDS:g} s"
+                    )
             if t_begin is not None and not measuring and now >= t_begin:
                 pids = [pid for ps in g.pids.values() for pid in ps] + [os.getpid()]
                 cpu0 = _snapshot(pids)
@@ -671,7 +691,9 @@ def _evo_broadcast(kinds: list[str], workers: int, broadcasts: int) -> dict[str,
         conn = _evo_connect(cfg)
         sock = conn[1]
         for w in range(workers):
-            g.start(_evo_weights_worker, f"evo-weights-worker-{w}", port=port, worker=w, kinds=kinds, max_workers=workers)
+            g.start(
+                _evo_weights_worker, f"evo-weights-worker-{w}", port=port, worker=w, kinds=kinds, max_workers=workers
+            )
         g.take("ready", workers)
         for kind in kinds:
             actor_name = ACTORS[kind]
@@ -686,8 +708,8 @@ def _evo_broadcast(kinds: list[str], workers: int, broadcasts: int) -> dict[str,
                 meta = {"version": version, "updates": version, "env_steps": 0, "actor": actor_name}
                 frames = wire.encode("weights", meta, {"safetensors": np.frombuffer(data, np.uint8)})
                 send(sock, frames)
-                sizes["weights"] = len(data)
-                sizes["message"] = sum(memoryview(f).nbytes for f in frames)
+                sizes["weights"] = len(data)  # noqa: B023
+                sizes["message"] = sum(memoryview(f).nbytes for f in frames)  # noqa: B023
 
             def loaded(version: int, actor_name: str = actor_name) -> Callable[[Any], bool]:
                 return lambda d: d["actor"] == actor_name and d["version"] == version
@@ -765,7 +787,9 @@ def _tmrl_relay(q: Any, stop: Any, *, port: int, local_port: int, password: str,
 
     listen = tcp.Port.__init__
 
-    def loopback(self: Any, port: int, factory: Any, backlog: int = 50, interface: str = "", reactor: Any = None) -> None:
+    def loopback(
+        self: Any, port: int, factory: Any, backlog: int = 50, interface: str = "", reactor: Any = None
+    ) -> None:
         listen(self, port, factory, backlog, interface or "127.0.0.1", reactor)  # tlspyo listens on every interface
 
     tcp.Port.__init__ = loopback  # type: ignore[method-assign]
@@ -819,7 +843,16 @@ def _tmrl_worker(
 
 
 def _tmrl_trainer(
-    q: Any, stop: Any, *, port: int, local_port: int, password: str, workers: int, received: Any, warmup: float, seconds: float
+    q: Any,
+    stop: Any,
+    *,
+    port: int,
+    local_port: int,
+    password: str,
+    workers: int,
+    received: Any,
+    warmup: float,
+    seconds: float,
 ) -> None:
     ep = _tmrl_endpoint(port, local_port, password, "trainers", synchronous=False)
     q.put(("up", "tmrl-trainer", {"children": [ep._p.pid]}))
@@ -838,7 +871,9 @@ def _tmrl_trainer(
                 if len(started) == workers:
                     t_begin = now + warmup
                 elif now > give_up:
-                    raise TransportBenchError(f"only {len(started)} of {workers} TMRL workers delivered within {STARTUP_SECONDS:g} s")
+                    raise TransportBenchError(
+                        f"only {len(started)} of {workers} TMRL workers delivered within {STARTUP_SECONDS:g} s"
+                    )
             if t_begin is not None and not measuring and now >= t_begin:
                 q.put(("window", "tmrl-trainer", {"at": "start"}))
                 t_begin = time.monotonic()
@@ -894,7 +929,7 @@ def _tmrl_weights_worker(
             if obj == "stop":
                 break
             actor_name, version, data = obj
-            actors[actor_name].load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+            actors[actor_name].load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))  # noqa: B023
             t = time.monotonic()
             loaded_q.put({"worker": worker, "actor": actor_name, "version": version, "t": t})
     finally:
@@ -922,14 +957,16 @@ def _tmrl_weights_trainer(
 
             def publish(version: int, actor: Any = actor, actor_name: str = actor_name) -> None:
                 bio = io.BytesIO()
-                torch.save(actor.state_dict(), bio)  # TMRL's TrainerInterface.broadcast_model: model.save, then its bytes
+                torch.save(
+                    actor.state_dict(), bio
+                )  # TMRL's TrainerInterface.broadcast_model: model.save, then its bytes
                 data = bio.getvalue()
                 ep.broadcast((actor_name, version, data), "workers")
-                sizes["weights"] = len(data)
-                sizes["message"] = len(pickle.dumps((actor_name, version, data)))
+                sizes["weights"] = len(data)  # noqa: B023
+                sizes["message"] = len(pickle.dumps((actor_name, version, data)))  # noqa: B023
 
             def loaded(version: int, actor_name: str = actor_name) -> Callable[[Any], bool]:
-                return lambda d: d["actor"] == actor_name and d["version"] == version
+                return lambda d: d["actor"] == actor_name and d["version"] == version  # noqa: B023
 
             publish(0)  # untimed: every worker has joined and loaded weights once
             _take_local(loaded_q, backlog, workers, loaded(0), STARTUP_SECONDS)
@@ -953,7 +990,9 @@ def _tmrl_weights_trainer(
 # --------------------------------------------------------------------------- TMRL (tlspyo): measurements
 
 
-def _tmrl_throughput(kind: str, workers: int, seconds: float, warmup: float, samples: int, max_workers: int) -> dict[str, Any]:
+def _tmrl_throughput(
+    kind: str, workers: int, seconds: float, warmup: float, samples: int, max_workers: int
+) -> dict[str, Any]:
     port, relay_local, trainer_local, *worker_local = _free_ports(3 + workers)
     password = secrets.token_urlsafe(16)
     g = _Group(STARTUP_SECONDS + warmup + seconds + 60.0)
@@ -1052,7 +1091,9 @@ def run(
     kinds = [k for k in FLAVOURS if k in obs]
     unknown = sorted(set(obs) - set(FLAVOURS)) + sorted(set(compress) - {"none", "lz4", "zstd"})
     if unknown or not kinds:
-        raise TransportBenchError(f"unknown observation kinds or compressions {unknown}; use {list(FLAVOURS)}, none/lz4/zstd")
+        raise TransportBenchError(
+            f"unknown observation kinds or compressions {unknown}; use {list(FLAVOURS)}, none/lz4/zstd"
+        )
     load_before = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     cfg = _config(9300, "full", 1)
     notes: list[str] = []
@@ -1062,7 +1103,9 @@ def run(
         for c in compress:
             if not _available(c):
                 evo[kind][c] = None
-                notes.append(f"compress={c} skipped: {'lz4' if c == 'lz4' else 'zstandard'} is not installed (pip install {'lz4' if c == 'lz4' else 'zstandard'})")
+                notes.append(
+                    f"compress={c} skipped: {'lz4' if c == 'lz4' else 'zstandard'} is not installed (pip install {'lz4' if c == 'lz4' else 'zstandard'})"
+                )
                 continue
             evo[kind][c] = _evo_throughput(kind, c, workers, seconds, warmup, batch_steps)
     if broadcast_workers and broadcasts:
@@ -1073,7 +1116,11 @@ def run(
     elif tmrl:
         from importlib.metadata import version
 
-        tm = {"relay": f"tlspyo {version('tlspyo')}", "tls": False, "tls_note": "TMRL's default config.json has \"TLS\": false"}
+        tm = {
+            "relay": f"tlspyo {version('tlspyo')}",
+            "tls": False,
+            "tls_note": 'TMRL\'s default config.json has "TLS": false',
+        }
         samples = (batch_steps // cfg.env.n_envs or 1) * cfg.env.n_envs  # the same transitions per message as EVO RL
         for kind in kinds:
             tm[kind] = _tmrl_throughput(kind, workers, seconds, warmup, samples, max(workers, broadcast_workers))
@@ -1085,8 +1132,12 @@ def run(
     if tm is not None:
         ratio = {}
         for kind in kinds:
-            ours = (evo[kind].get("none") or next((v for v in evo[kind].values() if v), None) or {}).get("transitions_per_s")
-            ratio[kind] = round(ours / tm[kind]["transitions_per_s"], 2) if ours and tm[kind]["transitions_per_s"] else None
+            ours = (evo[kind].get("none") or next((v for v in evo[kind].values() if v), None) or {}).get(
+                "transitions_per_s"
+            )
+            ratio[kind] = (
+                round(ours / tm[kind]["transitions_per_s"], 2) if ours and tm[kind]["transitions_per_s"] else None
+            )
     lidar = max((v["transitions_per_s"] for v in (evo.get("lidar") or {}).values() if v), default=None)
     targets = {
         "lidar_transitions_per_s_min": TARGET_LIDAR_PER_S,

@@ -77,7 +77,9 @@ def _worker(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     own = cfg if args.config is not None else None
-    worker = Worker(cfg, args.id, overrides=list(args.overrides or []), own_config=own, steps=args.steps, name=args.name)
+    worker = Worker(
+        cfg, args.id, overrides=list(args.overrides or []), own_config=own, steps=args.steps, name=args.name
+    )
     result = worker.run()
     return {"SIGINT": 130, "SIGTERM": 143}.get(result["reason"], 0)
 

@@ -179,9 +179,11 @@ class DistTrainer(Trainer):
 
     def _batch(self, msg: wire.Message) -> None:
         m = msg.meta
-        w, seq = m.get("worker"), m.get("seq")
+        w, seq, session = m.get("worker"), m.get("seq"), m.get("session")
         if not (isinstance(w, int) and 0 <= w < self.cfg.dist.max_workers and isinstance(seq, int)):
             raise wire.WireError(f"a batch with worker {w!r} and seq {seq!r}")
+        if not isinstance(session, int):
+            raise wire.WireError(f"a batch with session {session!r}")
         st = self.workers.setdefault(w, WorkerState())
         st.last_seen = time.monotonic()
         if seq <= st.seq:  # sent again: already stored
@@ -203,7 +205,6 @@ class DistTrainer(Trainer):
         assert self.learner is not None and self.memory is not None  # off-policy: checked in _make_env
         n = self.cfg.env.n_envs
         cars = np.arange(w * n, (w + 1) * n)
-        session = m.get("session")
         if session != st.session:  # a (re)started worker drives new episodes: close its cars' streams
             self.memory.end_episodes(cars)
             st.session = session

@@ -106,7 +106,7 @@ def encode(
         x = x.astype(dt, copy=False)
         if dt.str not in DTYPES:
             raise WireError(f"array {name!r}: dtype {x.dtype} cannot be sent (use one of {sorted(DTYPES)})")
-        data = memoryview(x).cast("B") if x.size else memoryview(b"")
+        data = x.reshape(-1).view(np.uint8).data if x.size else memoryview(b"")
         head.append([name, dt.str, list(x.shape), x.nbytes])
         frames.append(data if compress == "none" else _compress(compress, data))
     envelope = msgpack.packb({"v": PROTOCOL, "k": kind, "m": dict(meta or {}), "a": head, "z": compress})
@@ -144,8 +144,8 @@ def _envelope(frames: Sequence[Any], limits: Limits) -> tuple[dict[str, Any], li
     total = 0
     for entry in head:
         ok = isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str) and entry[1] in DTYPES
-        shape = entry[2] if ok else None
-        ok = ok and isinstance(shape, list) and len(shape) <= limits.max_dims
+        shape: list[Any] = entry[2] if ok and isinstance(entry[2], list) else []
+        ok = ok and isinstance(entry[2], list) and len(shape) <= limits.max_dims
         ok = ok and all(type(d) is int and 0 <= d < 1 << 40 for d in shape) and type(entry[3]) is int
         if not ok:
             raise WireError(f"bad array entry {str(entry)[:80]}")
