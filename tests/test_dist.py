@@ -20,7 +20,7 @@ from conftest import free_port, tiny_config
 
 zmq = pytest.importorskip("zmq")
 
-from evo_rl.config import config_to_yaml  # noqa: E402
+from evo_rl.config import config_to_yaml, load_config  # noqa: E402
 from evo_rl.dist import wire  # noqa: E402
 from evo_rl.dist.common import DistError, decode_batch, encode_batch  # noqa: E402
 from evo_rl.dist.spool import Spool, SpoolError  # noqa: E402
@@ -366,3 +366,31 @@ def test_plaintext_beyond_loopback_is_refused_and_keys_are_enforced(tmp_path):
     finally:
         srv.stop()
         ctx.destroy(0)
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def test_bench_transport_counts_every_batch_once_and_loads_every_broadcast():
+    from evo_rl.bench.transport import TransportBenchError, run
+    from evo_rl.train.policy import build_actor
+
+    out = run(
+        workers=2, seconds=0.5, warmup=0.2, broadcast_workers=2, broadcasts=2,
+        batch_steps=64, compress=["none", "lz4"], obs=["lidar"], tmrl=False,
+    )  # fmt: skip
+    for c in ("none", "lz4"):
+        r = out["evo_rl"]["lidar"][c]
+        assert r["batches"] > 0 and r["duplicates"] == 0 and r["gaps"] == 0
+        assert r["transitions_per_s"] == pytest.approx(sum(r["transitions_per_s_per_worker"]), rel=1e-3)
+        assert all(v > 0 for v in r["transitions_per_s_per_worker"])
+        # one newest LIDAR frame (19 float32), an action (3 float32) and flags per transition, plus the envelope
+        assert 19 * 4 + 3 * 4 < r["bytes_per_transition"] < 400
+    b = out["evo_rl"]["broadcast"]["lidar"]
+    actor = build_actor(load_config(None, ["env.flavour=lidar"]))  # the bench's actor: the default config
+    params = sum(v.numel() * v.element_size() for v in actor.state_dict().values())
+    assert params < b["weights_bytes"] < params + 8192  # safetensors: the tensors and a small header
+    assert 0 < b["all_loaded_median_ms"] <= b["all_loaded_max_ms"]
+    assert out["tmrl"] is None and out["ratio_evo_rl_over_tmrl"] is None
+    with pytest.raises(TransportBenchError, match="unknown"):
+        run(obs=["pixels"], tmrl=False)
