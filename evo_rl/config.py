@@ -417,7 +417,7 @@ class DistConfig(Section):
         4, ge=1, le=1024, description="worker ids 0..max_workers-1; the trainer's replay holds env.n_envs cars per id"
     )
     batch_steps: int = Field(
-        256, ge=1, description="transitions a worker gathers per batch (all its cars); also sent every batch_seconds"
+        1024, ge=1, description="transitions a worker gathers per batch (all its cars); also sent every batch_seconds"
     )
     batch_seconds: float = Field(0.5, gt=0, description="longest a transition waits in a worker before it is sent, s")
     compress: Literal["none", "lz4", "zstd"] = Field(

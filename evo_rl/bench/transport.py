@@ -688,13 +688,13 @@ def _evo_broadcast(kinds: list[str], workers: int, broadcasts: int) -> dict[str,
     try:
         g.start(_evo_server, "evo-server", relay=True, port=port, max_workers=workers)
         g.take("up")
-        conn = _evo_connect(cfg)
-        sock = conn[1]
         for w in range(workers):
             g.start(
                 _evo_weights_worker, f"evo-weights-worker-{w}", port=port, worker=w, kinds=kinds, max_workers=workers
             )
         g.take("ready", workers)
+        conn = _evo_connect(cfg)  # once the workers are up: a silent peer is dropped after PEER_TIMEOUT
+        sock = conn[1]
         for kind in kinds:
             actor_name = ACTORS[kind]
             actor = build_actor(_config(port, FLAVOURS[kind], workers))
@@ -1080,12 +1080,14 @@ def run(
     warmup: float = 1.0,
     broadcast_workers: int = 8,
     broadcasts: int = 20,
-    batch_steps: int = 256,
+    batch_steps: int | None = None,
     compress: Sequence[str] = ("none", "lz4"),
     obs: Sequence[str] = ("lidar", "images"),
     tmrl: bool = True,
 ) -> dict[str, Any]:
     """Measure EVO RL's transport, and TMRL's when ``tmrl`` (see the module docstring)."""
+    if batch_steps is None:
+        batch_steps = int(_config(9300, "lidar", 1).dist.batch_steps)
     if workers < 1 or seconds <= 0 or warmup < 0 or batch_steps < 1 or broadcast_workers < 0 or broadcasts < 0:
         raise TransportBenchError("workers and batch steps must be >= 1, seconds > 0, warm-up and broadcasts >= 0")
     kinds = [k for k in FLAVOURS if k in obs]

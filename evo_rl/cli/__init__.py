@@ -11,7 +11,7 @@ from evo_rl import __version__
 from evo_rl.errors import EvoError
 
 # Sub-command modules, in the order ``evo-rl --help`` lists them.
-COMMANDS = ["train", "eval", "demo", "drive", "tracks", "reward", "plot", "config", "bench", "control", "dist"]
+COMMANDS = ["train", "eval", "demo", "drive", "tracks", "reward", "plot", "config", "bench", "control", "dist", "sweep"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -69,7 +69,9 @@ def _transport_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=4, help="worker processes sending batches (default 4)")
     p.add_argument("--seconds", type=float, default=5.0, help="timed seconds of each throughput run (default 5)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds before timing starts (default 1)")
-    p.add_argument("--batch-steps", type=int, default=256, help="transitions per batch (default 256)")
+    p.add_argument(
+        "--batch-steps", type=int, default=None, help="transitions per batch (default: dist.batch_steps, 1024)"
+    )
     p.add_argument("--broadcast-workers", type=int, default=8, help="workers receiving weight broadcasts (default 8)")
     p.add_argument("--broadcasts", type=int, default=20, help="timed weight broadcasts (default 20; 0 = none)")
     p.add_argument("--compress", nargs="+", default=["none", "lz4"], choices=["none", "lz4", "zstd"])

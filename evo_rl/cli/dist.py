@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", "-m", type=float, default=None, help="stop after M minutes (evaluate and save first)")
     p.add_argument("--name", "-n", default=None, help="run name (default: a timestamp)")
     p.add_argument("--resume", "-r", metavar="RUN", default=None, help="continue RUN from its last good checkpoint")
-    p.set_defaults(func=_trainer, source=None, init=None, workers=None)
+    p.set_defaults(func=_trainer, source=None, init=None, workers=None, ray=None)
 
     p = sub.add_parser(
         "worker",

@@ -11,7 +11,7 @@ import argparse
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from evo_rl.cli.common import add_config_args
 
@@ -54,6 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="distributed on this machine: a server, N rollout worker processes and the trainer (docs/distributed.md)",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="the rollout workers as Ray actors (N from --workers, default 2) on the Ray cluster at ADDRESS, "
+        "or on a local Ray instance without one (pip install 'evo-rl[ray]')",
     )
     p.add_argument(
         "--init",
@@ -145,6 +154,15 @@ def _discard_new_run(run: RunDir, created: list[Path]) -> None:
         return
 
 
+def _ray_config(cfg: Any, address: str | None) -> Any:
+    if address is None:
+        return cfg
+    from evo_rl.dist.ray_workers import import_ray, ray_config
+
+    import_ray()  # a clear message naming the extra before a run folder is made
+    return ray_config(cfg, None if address == "local" else address)
+
+
 def _train(args: argparse.Namespace, distributed: bool = False) -> int:
     from evo_rl.cli.common import config_from_args
     from evo_rl.train.loop import Trainer
@@ -152,6 +170,9 @@ def _train(args: argparse.Namespace, distributed: bool = False) -> int:
 
     _check_minutes(args.minutes)
     workers = getattr(args, "workers", None)
+    ray_address = getattr(args, "ray", None)
+    if ray_address is not None and workers is None:
+        workers = 2
     trainer_cls: type[Trainer] = Trainer
     if distributed or workers is not None:
         from evo_rl.dist.trainer import DistTrainer
@@ -167,6 +188,7 @@ def _train(args: argparse.Namespace, distributed: bool = False) -> int:
             from evo_rl.dist.launch import local_config
 
             cfg = local_config(cfg, workers, resume=True)
+            cfg = _ray_config(cfg, ray_address)
         check_startup(cfg, new_run=False)
         if args.overrides or workers is not None:
             run.write_config(cfg)
@@ -181,6 +203,7 @@ def _train(args: argparse.Namespace, distributed: bool = False) -> int:
             from evo_rl.dist.launch import local_config
 
             cfg = local_config(cfg, workers, resume=False)
+            cfg = _ray_config(cfg, ray_address)
         check_startup(cfg)
         run, created = _new_run(cfg, args.name)
         try:
@@ -188,7 +211,11 @@ def _train(args: argparse.Namespace, distributed: bool = False) -> int:
         except BaseException:
             _discard_new_run(run, created)
             raise
-    if workers is not None:
+    if ray_address is not None:
+        from evo_rl.dist.ray_workers import train_with_ray
+
+        c = train_with_ray(trainer, workers, None if ray_address == "local" else ray_address)
+    elif workers is not None:
         from evo_rl.dist.launch import train_with_workers
 
         c = train_with_workers(trainer, workers)

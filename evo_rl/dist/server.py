@@ -32,8 +32,8 @@ class Peer:
     last_seen: float = field(default_factory=time.monotonic)
 
 
-def log_line(text: str) -> None:
-    print(time.strftime("%H:%M:%S ") + text, flush=True)
+def log_line(text: str, file: Any = None) -> None:
+    print(time.strftime("%H:%M:%S ") + text, file=file, flush=True)
 
 
 class Server:
