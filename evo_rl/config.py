@@ -181,6 +181,11 @@ class GameConfig(Section):
         default_factory=lambda: [9200], description="TMNF: the instances' ports on 127.0.0.1, one car each"
     )
     speed: float = Field(1.0, ge=1, le=100, description="TMNF: game speed (lock-step, so no game time is lost)")
+    map: str | None = Field(
+        None,
+        description="TMNF: map every instance loads at the start (a file in the game's Tracks folder, as "
+        "TMInterface's `map` command takes; the virtual TMNF: a track name); null: the map already loaded",
+    )
     launcher_dir: str | None = Field(
         None, description="TMNF: folder where clients report hung instances to `game tmnf launch`; null: a temp folder"
     )

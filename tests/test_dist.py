@@ -221,10 +221,50 @@ def test_train_with_workers_runs_server_trainer_and_workers(tmp_path):
         _stop(p, signal.SIGKILL, 5)
     run = tmp_path / "runs" / "w2"
     st = _status(run)
-    assert set(st) == {"0", "1"} and all(w["received"] > 0 for w in st.values()), st
+    assert set(st) == {"0", "1"} and all(w["received"] > 0 and w["episodes"] > 0 for w in st.values()), st
     assert (run / "policy.safetensors").is_file()
+    state = json.loads((sorted((run / "checkpoints").glob("ckpt-*"))[-1] / "state.json").read_text())
+    assert 0 < state["updates"] <= 0.25 * state["env_steps"] + 1  # never above train.updates_per_step
     assert "worker 0 joined" in (run / "logs" / "worker-0.log").read_text()
     assert yaml.safe_load((run / "config.yaml").read_text())["dist"]["max_workers"] == 2
+
+
+def test_pause_and_resume_reach_every_worker(tmp_path):
+    """`evo-rl pause RUN` stops the workers' acting, `evo-rl resume RUN` lets them go on; one Ctrl-C stops all."""
+    out = tmp_path / "train.log"
+    runs = tmp_path / "runs"
+    p = _evo(
+        "train", "--workers", "2", "--minutes", "10", "--name", "p", *_tiny_overrides(), f"train.runs_dir={runs}",
+        log=out,
+    )  # fmt: skip
+    run = runs / "p"
+
+    def total() -> int:  # transitions the workers produced (their spools' state is written at every batch)
+        n = 0
+        for i in range(2):
+            try:
+                n += json.loads((run / "spool" / f"worker-{i}" / "state.json").read_text())["produced"]
+            except (OSError, ValueError, KeyError):
+                pass
+        return n
+
+    try:
+        _wait_for("transitions", lambda: total() > 0, 120, [p])
+        control = [sys.executable, "-m", "evo_rl"]
+        subprocess.run([*control, "pause", str(run)], check=True, capture_output=True, timeout=60)
+        logs = [run / "logs" / f"worker-{i}.log" for i in range(2)]
+        _wait_for("both workers paused", lambda: all("paused by the trainer" in f.read_text() for f in logs), 30, [p])
+        time.sleep(2.0)  # batches in flight arrive
+        frozen = total()
+        time.sleep(3.0)
+        assert total() == frozen  # nothing acted while paused
+        subprocess.run([*control, "resume", str(run)], check=True, capture_output=True, timeout=60)
+        _wait_for("transitions after the resume", lambda: total() > frozen, 60, [p])
+        assert all("resumed by the trainer" in f.read_text() for f in logs)
+        p.send_signal(signal.SIGINT)  # Ctrl-C: the trainer saves, the workers spool, all stop
+        assert p.wait(60) in (0, 130), out.read_text()[-3000:]
+    finally:
+        _stop(p, signal.SIGKILL, 5)
 
 
 def _tiny_overrides() -> list[str]:

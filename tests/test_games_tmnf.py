@@ -77,6 +77,35 @@ def test_lock_step_restart_by_rewind_and_determinism() -> None:
         )
 
 
+def test_load_map_switches_the_track_and_an_unknown_map_is_a_clear_error() -> None:
+    from evo_rl.sim.catalog import get_track
+
+    with VirtualTMNF("evo-test", port=0, speed=100) as game:
+        with TMNFClient(game.port) as client:
+            client.request(p.Request.STEP, 1.0, 0.0, 0.0)
+            start = client.load_map("evo-hairpins")
+            assert start.step == 0 and start.race_time_ms == 0 and start.frame_height == 0
+            assert start.checkpoints_total == len(get_track("evo-hairpins").checkpoints)
+            with VirtualTMNF("evo-hairpins", port=0) as other:
+                fresh = other.state()
+            assert (start.pos_x, start.pos_z, start.yaw) == pytest.approx((fresh.pos_x, fresh.pos_z, fresh.yaw))
+            assert client.request(p.Request.STEP, 1.0, 0.0, 0.0)[0].step == 1  # it drives the new map
+            with pytest.raises(GameConnectionError, match="did not start a race on map 'no-such-map'"):
+                client.load_map("no-such-map", timeout=5.0)
+        with TMNFClient(game.port) as client:  # the game is still up, on the map it had
+            state, _ = client.request(p.Request.RESTART)
+            assert state.checkpoints_total == len(get_track("evo-hairpins").checkpoints)
+    with VirtualTMNF("evo-test", port=0, speed=100) as game:  # game.map: every instance loads it at the start
+        source = open_source(tiny_config("env.track=evo-hairpins", "game.map=evo-hairpins"), [game.port], virtual=True)
+        source.close()
+        assert game.track.name == "evo-hairpins"
+    with pytest.raises(ProtocolError, match="map name"):
+        p.encode_map_name("x" * 300)
+    bad = p.RequestFrame(request=int(p.Request.LOAD_MAP), seq=1, flags=0, frame_height=0, frame_width=0, a=0, b=0, c=0)
+    with pytest.raises(ProtocolError, match="announces 0"):
+        p.decode_request(p.encode_request(bad))
+
+
 def test_a_stalled_client_frees_the_game_and_a_silent_game_is_a_clear_error() -> None:
     with VirtualTMNF("evo-test", port=0, speed=100) as game:
         with TMNFClient(game.port) as first:
@@ -168,7 +197,9 @@ def test_plugin_carries_the_generated_protocol_and_sets_every_state_field(tmp_pa
         r"(?:r\.(\w+) = sock\.Read\w+\(\)|sock\.Read\w+\(\) != \d+\) return false;  // (\w+))", generated
     )
     assert [a or b for a, b in reads] == [f.name for f in p.REQUEST_FIELDS]
-    # the hand-written part fills every field of the state
+    # the hand-written part handles every request and fills every field of the state
+    for r in p.Request:
+        assert r is p.Request.PING or f"Evo::{r.name}" in text, r.name
     for f in p.STATE_FIELDS:
         if f.const is None:
             assert f"g_state.{f.name} =" in text, f.name

@@ -162,6 +162,11 @@ def test_minutes_budget_and_eval_json(tmp_path, capsys):
     assert out["reference_lap_time"] > 0
     if not out["lap_times"]:
         assert out["mean_lap_time"] is None and out["lap_time_ratio"] is None
+    # overrides like train's: a step limit of 5 steps ends every episode at it
+    assert main(["eval", str(run.path), "--episodes", "2", "--json", "env.max_steps=5"]) == 0
+    assert json.loads(capsys.readouterr().out)["end_reasons"] == {"time_limit": 2}
+    assert main(["eval", str(run.path), "-e", "2", "env.hist_len=7"]) == 2  # the policy's layout cannot change
+    assert "env.hist_len" in capsys.readouterr().err
 
 
 def test_resume_cli_accepts_only_train_overrides(tmp_path, capsys):

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "overrides",
         nargs="*",
         metavar="section.key=value",
-        help="with --source tm2020: game settings, e.g. game.input=virtual game.port=9100",
+        help="config overrides on the policy's config, e.g. env.max_steps=4800 sim.grip=0.9, or with --source "
+        "tm2020 game settings such as game.input=virtual; the observation layout must stay the policy's",
     )
     p.set_defaults(func=_eval)
 
@@ -73,6 +74,22 @@ def load_for_driving(text: str, runs_dir: str, track: str | None) -> tuple[Path,
     return path, policy
 
 
+def _with_overrides(cfg: Any, overrides: list[str], path: Path) -> Any:
+    """The policy's config with ``overrides``; one that changes the observation layout is refused."""
+    from evo_rl.config import apply_overrides, validate_config
+    from evo_rl.dist.common import matters, mismatches
+    from evo_rl.errors import ConfigError
+
+    new = validate_config(apply_overrides(cfg.model_dump(mode="json"), overrides), f"{path} + overrides")
+    diff = mismatches(matters(new), matters(cfg))
+    if diff:
+        raise ConfigError(
+            "these overrides change what the policy was trained with (its observation layout or algorithm): "
+            + "; ".join(sorted(diff)).replace(" there,", " in the policy,")
+        )
+    return new
+
+
 def _eval(args: argparse.Namespace) -> int:
     from evo_rl.errors import EvoError
     from evo_rl.train.evaluate import Evaluator
@@ -82,16 +99,14 @@ def _eval(args: argparse.Namespace) -> int:
     path, policy = load_for_driving(args.policy, args.runs_dir, args.track)
     cfg = policy.cfg
     act = lambda obs: policy.actor.act(obs, test=True)  # noqa: E731
+    source = [] if args.source is None else ["env.source=" + args.source]
+    if source or args.overrides:
+        cfg = _with_overrides(cfg, [*source, *(args.overrides or [])], path)
     if args.source in (None, "sim"):
-        if args.overrides:
-            raise EvoError("section.key=value overrides are for --source tm2020 (game settings)")
         result = Evaluator(cfg, args.episodes).run(act)
     else:  # one car in the game, its episodes one after the other
-        from evo_rl.config import apply_overrides, validate_config
         from evo_rl.games.realtime import RealTimeVecEnv, make_realtime_env
 
-        data = apply_overrides(cfg.model_dump(mode="json"), ["env.source=" + args.source, *(args.overrides or [])])
-        cfg = validate_config(data, f"{path} + overrides")
         env = RealTimeVecEnv(make_realtime_env(config=cfg), autoreset=False)
         try:
             result = Evaluator(cfg, args.episodes, env=env).run(act)

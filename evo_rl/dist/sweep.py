@@ -108,7 +108,7 @@ def _trial(params: dict[str, Any], base: str, sweep_dir: str, minutes: float) ->
     cfg.train.minutes = minutes
     cfg.train.dashboard = "none"
     cfg.train.runs_dir = sweep_dir
-    name = "-".join(o.split(".")[-1].replace("=", "").replace('"', "") for o in overrides)[:80] or "trial"
+    name = "_".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted(params.items()))[:80] or "trial"
     run = create_run(Path(sweep_dir), f"{name}-{time.strftime('%H%M%S')}-{int(time.time_ns() % 1_000_000):06d}", cfg)
     trainer = Trainer(cfg, run, resume=False, minutes=minutes)
     c = trainer.train()

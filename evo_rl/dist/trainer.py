@@ -44,6 +44,7 @@ class WorkerState:
     session: int = -1  # the worker incarnation of that batch
     durable: int = 0  # last batch inside a saved checkpoint
     received: int = 0  # transitions accepted, all sessions
+    episodes: int = 0  # episodes ended in the accepted batches
     duplicates: int = 0
     lost: int = 0  # batches the worker no longer held when they were asked for
     stats: dict[str, Any] = field(default_factory=dict)
@@ -213,6 +214,7 @@ class DistTrainer(Trainer):
         st.seq = seq
         got = len(steps) * n
         st.received += got
+        st.episodes += len(episodes)
         st.stats = dict(m.get("stats") or {})
         self._record_episodes(episodes)
         self._count_steps(got)
@@ -258,8 +260,16 @@ class DistTrainer(Trainer):
         tensors, state = super()._state()
         self._pending_durable = {w: st.seq for w, st in self.workers.items()}
         state["dist"] = {
-            "workers": {str(w): {"seq": st.seq, "session": st.session, "received": st.received, "lost": st.lost}
-                        for w, st in self.workers.items()}  # fmt: skip
+            "workers": {
+                str(w): {
+                    "seq": st.seq,
+                    "session": st.session,
+                    "received": st.received,
+                    "lost": st.lost,
+                    "episodes": st.episodes,
+                }
+                for w, st in self.workers.items()
+            }  # fmt: skip
         }
         return tensors, state
 
@@ -267,6 +277,7 @@ class DistTrainer(Trainer):
         for key, d in (state.get("dist") or {}).get("workers", {}).items():
             st = WorkerState(seq=int(d["seq"]), session=-1, durable=int(d["seq"]), received=int(d["received"]))
             st.lost = int(d.get("lost", 0))
+            st.episodes = int(d.get("episodes", 0))
             self.workers[int(key)] = st
 
     def save_checkpoint(self) -> Any:
@@ -284,7 +295,8 @@ class DistTrainer(Trainer):
         import json
 
         data = {
-            str(w): {"seq": st.seq, "durable": st.durable, "received": st.received, "duplicates": st.duplicates,
+            str(w): {"seq": st.seq, "durable": st.durable, "received": st.received, "episodes": st.episodes,
+                     "duplicates": st.duplicates,
                      "lost": st.lost, "stats": st.stats}
             for w, st in self.workers.items()
         }  # fmt: skip
@@ -300,6 +312,7 @@ class DistTrainer(Trainer):
                 "worker": w,
                 "steps_per_s": float(st.stats.get("steps_per_s", 0.0)),
                 "received": st.received,
+                "episodes": st.episodes,
                 "lag": max(0, c.updates - int(st.stats.get("weights_updates", 0))),
                 "seen": now - st.last_seen,
                 "spooled": int(st.stats.get("spooled", 0)),

@@ -182,7 +182,10 @@ class Worker:
         elif msg.kind == "weights":
             self._load_weights(msg)
         elif msg.kind == "control":
-            self.paused = bool(m.get("paused"))
+            paused = bool(m.get("paused"))
+            if paused != self.paused:
+                self.log("paused by the trainer: acting stops" if paused else "resumed by the trainer")
+            self.paused = paused
             if m.get("stop"):
                 self.stop("the trainer stopped the run")
         elif msg.kind == "trainer_up":

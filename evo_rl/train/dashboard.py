@@ -69,7 +69,7 @@ def plain_line(snap: dict[str, Any]) -> str:
             f"timed_out={rt['timeouts_per_1000']:.1f}/1000"
         )
     for w in snap.get("workers") or []:
-        parts.append(f"w{w['worker']}:{w['steps_per_s']:.0f}/s,lag={w['lag']}")
+        parts.append(f"w{w['worker']}:{w['steps_per_s']:.0f}/s,ep={w['episodes']},lag={w['lag']}")
     if snap.get("paused"):
         parts.append("PAUSED")
     return " ".join(parts)
@@ -202,12 +202,13 @@ class Dashboard:
         parts: list[RenderableType] = [self._progress, grid] if self._progress is not None else [grid]
         if s.get("workers"):  # a distributed run: one row per rollout worker
             wt = Table(title="workers", box=None, padding=(0, 2))
-            for col in ("worker", "steps/s", "received", "policy lag (updates)", "last heard", "spooled"):
+            for col in ("worker", "steps/s", "received", "episodes", "policy lag (updates)", "last heard", "spooled"):
                 wt.add_column(col, justify="right")
             for w in s["workers"]:
                 seen = w["seen"]
                 wt.add_row(
-                    str(w["worker"]), f"{w['steps_per_s']:,.0f}", f"{w['received']:,}", f"{w['lag']:,}",
+                    str(w["worker"]), f"{w['steps_per_s']:,.0f}", f"{w['received']:,}", f"{w['episodes']:,}",
+                    f"{w['lag']:,}",
                     f"{seen:.1f} s ago" if seen < 1e6 else "-", f"{w['spooled']}",
                 )  # fmt: skip
             parts.append(wt)

@@ -102,6 +102,36 @@ class TMNFClient:
         self.send(request, a, b, c, frame)
         return self.receive()
 
+    def load_map(self, name: str, timeout: float = 60.0) -> Any:
+        """Load map ``name`` (a file in the game's Tracks folder); returns the state at its race start."""
+        if self._pending is not None:
+            raise ProtocolError("a TMNF request is still unanswered: receive() it first")
+        data = p.encode_map_name(name)
+        self._seq = self._seq % (2**32 - 1) + 1
+        frame = p.RequestFrame(
+            request=int(p.Request.LOAD_MAP), seq=self._seq, flags=len(data), frame_height=0, frame_width=0,
+            a=0.0, b=0.0, c=0.0,
+        )  # fmt: skip
+        before = self.timeout
+        self.set_timeout(timeout)
+        try:
+            try:
+                self._sock.sendall(p.encode_request(frame) + data)
+            except OSError as e:
+                raise GameConnectionError(f"the TMNF instance on {self.where} closed the connection ({e})") from e
+            self._pending = self._seq
+            state, _ = self.receive()
+        except (GameTimeoutError, GameConnectionError) as e:
+            raise GameConnectionError(
+                f"the TMNF instance on {self.where} did not start a race on map {name!r} within {timeout:g} s: is it "
+                "a file in the game's Tracks folder (the virtual TMNF: a built-in track name or a .track file)? "
+                f"({e})"
+            ) from e
+        finally:
+            if self._pending is None:
+                self.set_timeout(before)
+        return state
+
     def set_timeout(self, seconds: float) -> None:
         """Seconds to wait for an answer from now on."""
         self.timeout = seconds

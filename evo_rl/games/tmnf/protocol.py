@@ -12,6 +12,11 @@ layouts are defined once here, in :data:`REQUEST_FIELDS` and :data:`STATE_FIELDS
 - ``GIVE_UP``: the game's give-up (a restart that counts as a new run), reply with the state.
 - ``SET_SPEED`` (``a`` = game speed 1..100), ``SET_TIMEOUT`` (``a`` = seconds the game waits for the
   next request before it frees itself and listens again), ``PING``: reply with the current state.
+- ``LOAD_MAP``: the request is followed by ``flags`` bytes (1..255) of UTF-8, the map's name
+  (TMInterface's ``map`` command: a file in the game's Tracks folder); the game loads it and replies
+  with the state at its race start. The virtual TMNF takes a built-in track name or ``.track`` path,
+  and closes the connection on a map it cannot load; the plugin cannot tell, so the client's timeout
+  (the map never starts) says so.
 
 Nothing received is unpickled: a bad magic number, another version, a wrong size or garbled values
 raise :class:`~evo_rl.games.errors.ProtocolError`.
@@ -34,6 +39,7 @@ REQUEST_MAGIC = 0x4E545645  # "EVTN" little-endian
 STATE_MAGIC = 0x53545645  # "EVTS"
 MAX_FRAME_SIDE = 512  # px: frames are at most 512 x 512 grey
 MAX_SPEED = 100.0  # game speed-up
+MAX_MAP_NAME = 255  # bytes of a LOAD_MAP request's map name
 FLAG_FRAME = 1  # request flag: send a frame after the state
 
 
@@ -44,14 +50,15 @@ class Request(IntEnum):
     SET_SPEED = 4
     SET_TIMEOUT = 5
     PING = 6
+    LOAD_MAP = 7
 
 
 REQUEST_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("magic", "I", "0x4E545645, 'EVTN'", REQUEST_MAGIC),
     FieldSpec("version", "H", "protocol version", PROTOCOL_VERSION),
-    FieldSpec("request", "H", "Request: 1 step, 2 restart, 3 give up, 4 set speed, 5 set timeout, 6 ping"),
+    FieldSpec("request", "H", "Request: 1 step, 2 restart, 3 give up, 4 set speed, 5 set timeout, 6 ping, 7 load map"),
     FieldSpec("seq", "I", "client sequence number, echoed by the state that answers it"),
-    FieldSpec("flags", "I", "bit 0: send a frame after the state"),
+    FieldSpec("flags", "I", "bit 0: send a frame after the state; LOAD_MAP: bytes of the map name that follow"),
     FieldSpec("frame_height", "H", "rows of the requested frame (with bit 0)"),
     FieldSpec("frame_width", "H", "columns of the requested frame (with bit 0)"),
     FieldSpec("a", "f", "STEP: gas 0..1; SET_SPEED: game speed; SET_TIMEOUT: seconds"),
@@ -119,13 +126,31 @@ def decode_request(data: bytes | bytearray | memoryview) -> Any:
         raise ProtocolError(f"unknown request {values['request']} (known: {[r.name for r in Request]})") from None
     if not all(math.isfinite(values[k]) for k in ("a", "b", "c")):
         raise ProtocolError("garbled request: non-finite values")
-    if values["flags"] & FLAG_FRAME and not (
+    if values["request"] == Request.LOAD_MAP:
+        if not 1 <= values["flags"] <= MAX_MAP_NAME:
+            raise ProtocolError(f"a map name is 1..{MAX_MAP_NAME} bytes, the request announces {values['flags']}")
+    elif values["flags"] & FLAG_FRAME and not (
         0 < values["frame_height"] <= MAX_FRAME_SIDE and 0 < values["frame_width"] <= MAX_FRAME_SIDE
     ):
         raise ProtocolError(
             f"a frame is 1..{MAX_FRAME_SIDE} px a side, got {values['frame_height']} x {values['frame_width']}"
         )
     return RequestFrame(**{k: v for k, v in values.items() if k not in ("magic", "version")})
+
+
+def encode_map_name(name: str) -> bytes:
+    """The bytes that follow a LOAD_MAP request; its ``flags`` is their length."""
+    data = name.encode("utf-8")
+    if not 1 <= len(data) <= MAX_MAP_NAME or "\x00" in name:
+        raise ProtocolError(f"map name {name!r}: 1..{MAX_MAP_NAME} bytes of UTF-8, no NUL")
+    return data
+
+
+def decode_map_name(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("garbled LOAD_MAP request: the map name is not UTF-8") from None
 
 
 def encode_state(state: Any) -> bytes:

@@ -99,6 +99,8 @@ class TMNFSource(GameCars):
                 except GameConnectionError:
                     client.close()
                     raise
+                if self.cfg.game.map is not None:  # a restarted game starts on its launch map
+                    client.load_map(self.cfg.game.map)
                 client.set_timeout(old.timeout)
                 break
             except GameConnectionError as e:
@@ -164,6 +166,9 @@ def open_source(cfg: EvoConfig, ports: list[int], virtual: bool = False, speed: 
             clients.append(TMNFClient(port, timeout=cfg.game.record_timeout))
         track = get_track(cfg.env.track) if cfg.env.track is not None else None
         source = TMNFSource(cfg, clients, track, virtual=virtual)
+        if cfg.game.map is not None:
+            for c in clients:
+                c.load_map(cfg.game.map)
         if speed is not None and not math.isclose(speed, 1.0):
             source.set_speed(speed)
         return source

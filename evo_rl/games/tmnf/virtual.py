@@ -6,7 +6,8 @@ and answers with the state after it; the race waits in between, as TMInterface's
 game speed (``SET_SPEED``, 1..100) paces the steps to ``dt / speed`` real seconds at least; a client
 silent for longer than the response timeout (``SET_TIMEOUT``, default 10 s) is dropped and the game
 listens again. ``RESTART`` rewinds to the race start (the simulator's start state, exactly);
-``GIVE_UP`` does the same. Same map, same actions: the same trajectory.
+``GIVE_UP`` does the same. ``LOAD_MAP`` switches to another built-in track or ``.track`` file. Same
+map, same actions: the same trajectory.
 """
 
 from __future__ import annotations
@@ -99,13 +100,30 @@ class VirtualTMNF:
                         return  # a stalled client frees the game
             try:
                 req = p.decode_request(data)
-            except ProtocolError:
+                if req.request == p.Request.LOAD_MAP:
+                    conn.settimeout(self.timeout)
+                    name = recv_exact(conn, req.flags)
+                    if name is None or not self._load(p.decode_map_name(name)):
+                        return  # the client's load_map reports it
+            except (ProtocolError, TimeoutError):
                 return  # as the plugin: an invalid request closes the connection
             try:
                 conn.sendall(self._answer(req))
             except OSError:
                 return
             self.served += 1
+
+    def _load(self, name: str) -> bool:
+        """Switch to map ``name`` (a built-in track or a .track file); False when there is none."""
+        try:
+            track = get_track(name)
+        except (EvoError, OSError):
+            return False
+        self.track = track
+        self.world = World(track, 1, sim=SimConfig(dt=self.world.dt, threads=1), controls="analog")
+        self.world.reset()
+        self.steps = 0
+        return True
 
     def _answer(self, req: Any) -> bytes:
         w = self.world
@@ -114,7 +132,7 @@ class VirtualTMNF:
             self._pace()
             w.step(np.array([[req.a, req.b, req.c]], np.float32))
             self.steps += 1
-        elif kind in (p.Request.RESTART, p.Request.GIVE_UP):
+        elif kind in (p.Request.RESTART, p.Request.GIVE_UP, p.Request.LOAD_MAP):
             w.reset()
             self.steps = 0
         elif kind is p.Request.SET_SPEED:
@@ -123,7 +141,7 @@ class VirtualTMNF:
             self.timeout = max(float(req.a), 0.05)
         frame = b""
         h = w_px = 0
-        if req.flags & p.FLAG_FRAME:
+        if req.flags & p.FLAG_FRAME and kind is not p.Request.LOAD_MAP:
             h, w_px = req.frame_height, req.frame_width
             frame = _grey_frame(w, h, w_px)
         return p.encode_state(self.state(req.seq, h, w_px)) + frame

@@ -23,6 +23,9 @@ Evo::State g_state;
 int g_stepMs = 50;                 // game time between two requests (20 actions per second)
 uint g_timeoutMs = 10000;          // a client silent this long is dropped; the game runs on
 bool g_owe = false;                // a STEP was applied: its state is written at the next control step
+bool g_loading = false;            // a LOAD_MAP was asked: its state is written at the new map's race start
+uint g_loadStart = 0;
+uint g_loadTimeoutMs = 120000;     // a map that has not started by then frees the client
 
 void Main()
 {
@@ -40,6 +43,18 @@ bool WaitRequest()
         if (Time::Now - start > g_timeoutMs) return false;
     }
     return Evo::ReadRequest(g_client, g_request);
+}
+
+// Reads the map name that follows a LOAD_MAP request and asks TMInterface to load it.
+void LoadMap(uint n)
+{
+    string name;
+    name.resize(n);
+    for (uint k = 0; k < n; k++) name[k] = g_client.ReadUint8();
+    @g_start = null;
+    g_loading = true;
+    g_loadStart = Time::Now;
+    ExecuteCommand("map " + name);
 }
 
 void Answer(SimulationManager@ sim)
@@ -76,6 +91,14 @@ void OnRunStep(SimulationManager@ sim)
 {
     if (!sim.InRace || sim.RaceTime < 0) return;
     if (sim.RaceTime == 0) @g_start = sim.SaveState();
+    if (g_loading) {
+        if (g_start is null) {   // the old map still runs: not loaded yet, or not found
+            if (Time::Now - g_loadStart > g_loadTimeoutMs) { g_loading = false; @g_client = null; }
+            return;
+        }
+        g_loading = false;
+        Answer(sim);             // the new map's race start
+    }
     if (g_client is null) {
         @g_client = g_server.Accept(0);
         if (g_client is null) return;
@@ -97,6 +120,7 @@ void OnRunStep(SimulationManager@ sim)
         if ((r == Evo::RESTART || r == Evo::GIVE_UP) && g_start !is null) sim.RewindToState(g_start);
         if (r == Evo::SET_SPEED) SetSpeed(g_request.a);
         if (r == Evo::SET_TIMEOUT) g_timeoutMs = uint(g_request.a * 1000);
+        if (r == Evo::LOAD_MAP) { LoadMap(g_request.flags); return; }
         Answer(sim);
     }
 }
