@@ -24,6 +24,7 @@ from evo_rl.config import config_to_yaml, load_config  # noqa: E402
 from evo_rl.dist import wire  # noqa: E402
 from evo_rl.dist.common import DistError, decode_batch, encode_batch  # noqa: E402
 from evo_rl.dist.spool import Spool, SpoolError  # noqa: E402
+from evo_rl.dist.worker import join  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -378,7 +379,7 @@ def test_a_config_that_differs_in_what_matters_is_refused(tmp_path):
 
 def test_plaintext_beyond_loopback_is_refused_and_keys_are_enforced(tmp_path):
     from evo_rl.cli import main
-    from evo_rl.dist.common import client_socket, server_socket
+    from evo_rl.dist.common import client_socket, send, server_socket
 
     with pytest.raises(DistError, match="dist.keys_dir"):
         server_socket(zmq.Context.instance(), tiny_config("dist.host=10.1.2.3"), print)
@@ -395,10 +396,14 @@ def test_plaintext_beyond_loopback_is_refused_and_keys_are_enforced(tmp_path):
         assert main(["keys", "generate", str(stranger)]) == 0
         (stranger / "server.key").write_bytes((keys / "server.key").read_bytes())  # knows the server, not allowed
         bad = client_socket(ctx, tiny_config(f"dist.port={port}", f"dist.keys_dir={stranger}"), "worker")
-        bad.send_multipart(wire.encode("hello", {"role": "worker", "worker": 1, "name": "bad"}))
+        # the handshake fails, so the message is either never queued (IMMEDIATE) or never answered
+        send(bad, wire.encode("hello", {"role": "worker", "worker": 1, "name": "bad"}))
         assert not bad.poll(1500), "a client with an unknown key was answered"
+        with pytest.raises(DistError, match="refused this worker's key"):  # and a worker says why it cannot join
+            join(client_socket(ctx, tiny_config(f"dist.port={port}", f"dist.keys_dir={stranger}"), "worker"),
+                 {"role": "worker", "worker": 1, "name": "bad"}, 10.0, threading.Event(), print)  # fmt: skip
         plain = _client(ctx, port)
-        plain.send_multipart(wire.encode("hello", {"role": "worker", "worker": 1, "name": "plain"}))
+        send(plain, wire.encode("hello", {"role": "worker", "worker": 1, "name": "plain"}))
         assert not plain.poll(1000), "a plaintext client was answered by a CurveZMQ server"
         assert _ask(good, "ping", {}).kind == "pong"  # the honest client is unharmed
         _wait_for("the refusal in the log", lambda: any("denied" in ln.lower() or "refused" in ln.lower()

@@ -5,7 +5,8 @@
 A worker's batch holds ``batch_steps`` transitions (``env.n_envs`` cars x steps) of random data with
 the real shapes and dtypes, made once; it is encoded with :func:`~evo_rl.dist.common.encode_batch`
 every time it is sent, with its own ``seq``, as :class:`~evo_rl.dist.worker.Worker` encodes every
-batch it gathers, and every worker keeps at most ``WINDOW`` (16) unacknowledged batches. The
+batch it gathers, and every worker keeps at most ``window(batch_steps)`` unacknowledged batches
+(4096 transitions' worth, as :class:`~evo_rl.dist.worker.Worker`). The
 receiver decodes every message (:func:`wire.decode`, then :func:`~evo_rl.dist.common.decode_batch`,
 which checks every array against the layout), accepts it in sequence order and acks it, as the
 trainer does. Timed for ``seconds`` after ``warmup`` seconds from the moment every worker's first
@@ -38,7 +39,7 @@ history axis and keeps every frame) and the image observation (speed, gear, rpm,
 image). Weights are broadcast as TMRL's ``broadcast_model`` does: the bytes of ``torch.save`` of the
 actor's state dict (here the same EVO RL actors, so the sizes match), which a worker loads with
 ``torch.load(weights_only=True)`` + ``load_state_dict``. TLS is off, as in TMRL's default
-config.json (``"TLS": false``). The bench gives TMRL a window of 16 unconsumed Buffers per worker
+config.json (``"TLS": false``). The bench gives TMRL the same window of unconsumed Buffers per worker
 too (TMRL has no flow control; without one the queues would grow without bound), the trainer
 polls continuously (TMRL retrieves every 100 updates) and the workers wait for weights with a
 blocking ``receive_all`` (TMRL looks between episodes): TMRL's best case. tlspyo's relay binds
@@ -71,7 +72,6 @@ import numpy as np
 
 from evo_rl.errors import EvoError
 
-WINDOW = 16  # unacknowledged batches per worker, as evo_rl.dist.worker.WINDOW
 STARTUP_SECONDS = 120.0  # longest wait for the processes of one measurement to start and join
 BROADCAST_TIMEOUT = 30.0  # longest wait for every worker to load one broadcast
 RESEND_SECONDS = 2.0  # a window without an ack for this long is sent again (as dist.resend_seconds)
@@ -407,7 +407,7 @@ def _evo_worker(
 
     from evo_rl.dist import wire
     from evo_rl.dist.common import client_socket, encode_batch, send
-    from evo_rl.dist.worker import join
+    from evo_rl.dist.worker import join, window
 
     cfg = _config(port, flavour, max_workers)
     steps = _steps(cfg, _layout(cfg), batch_steps, np.random.default_rng(worker))
@@ -426,7 +426,7 @@ def _evo_worker(
             if cursor > acked + 1 and now - last_ack > RESEND_SECONDS:
                 cursor, last_ack = acked + 1, now  # nothing acknowledged for a while: the window goes again
                 resent += 1
-            while cursor - acked <= WINDOW:
+            while cursor - acked <= window(batch_steps):
                 t0 = time.perf_counter()
                 meta = {"worker": worker, "seq": cursor, "session": 1, "first": 1,
                         "stats": {"steps_per_s": 0.0, "weights_updates": 0, "version": -1, "spooled": cursor - acked}}  # fmt: skip
@@ -821,6 +821,8 @@ def _tmrl_relay(q: Any, stop: Any, *, port: int, local_port: int, password: str,
 def _tmrl_worker(
     q: Any, stop: Any, *, port: int, local_port: int, password: str, worker: int, kind: str, samples: int, received: Any
 ) -> None:
+    from evo_rl.dist.worker import window
+
     buf = _tmrl_buffer(kind, samples, worker, np.random.default_rng(worker))
     size = len(pickle.dumps(buf))
     ep = _tmrl_endpoint(port, local_port, password, "workers", synchronous=True)
@@ -829,7 +831,7 @@ def _tmrl_worker(
     produced, produce_s = 0, 0.0
     try:
         while not stop.is_set():
-            if produced - received[worker] >= WINDOW:
+            if produced - received[worker] >= window(samples):
                 time.sleep(0.0005)
                 continue
             buf.seq = produced + 1
@@ -1096,6 +1098,8 @@ def run(
         raise TransportBenchError(
             f"unknown observation kinds or compressions {unknown}; use {list(FLAVOURS)}, none/lz4/zstd"
         )
+    from evo_rl.dist.worker import window
+
     load_before = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     cfg = _config(9300, "full", 1)
     notes: list[str] = []
@@ -1154,7 +1158,7 @@ def run(
         "warmup": warmup,
         "batch_transitions": batch_steps,
         "cars_per_worker": cfg.env.n_envs,
-        "window": WINDOW,
+        "window_batches": window(batch_steps),
         "image_shape": [cfg.env.hist_len, cfg.camera.height, cfg.camera.width],
         "cpu_count": os.cpu_count(),
         "loadavg_before": load_before,

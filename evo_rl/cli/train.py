@@ -169,8 +169,8 @@ def _train(args: argparse.Namespace, distributed: bool = False) -> int:
     from evo_rl.train.preflight import check_startup
 
     _check_minutes(args.minutes)
-    workers = getattr(args, "workers", None)
-    ray_address = getattr(args, "ray", None)
+    workers: int | None = getattr(args, "workers", None)
+    ray_address: str | None = getattr(args, "ray", None)
     if ray_address is not None and workers is None:
         workers = 2
     trainer_cls: type[Trainer] = Trainer
@@ -211,7 +211,7 @@ def _train(args: argparse.Namespace, distributed: bool = False) -> int:
         except BaseException:
             _discard_new_run(run, created)
             raise
-    if ray_address is not None:
+    if ray_address is not None and workers is not None:
         from evo_rl.dist.ray_workers import train_with_ray
 
         c = train_with_ray(trainer, workers, None if ray_address == "local" else ray_address)

@@ -189,7 +189,8 @@ def sweep(
             ray.shutdown()
     swept = [*grid, *rand, *(["seed"] if seeds else [])]
     rows = []
-    for r in results:
+    for i in range(len(results)):
+        r = results[i]
         row: dict[str, Any] = {k: (r.config or {}).get(k) for k in swept}
         metrics = r.metrics or {}
         for m in (*METRICS, "env_steps", "updates", "run"):
@@ -205,9 +206,11 @@ def sweep(
 
 def _run_config(tune: Any, path: Path, name: str) -> Any:
     kwargs = {"storage_path": str(path), "name": name, "verbose": 0}
-    run_config = getattr(tune, "RunConfig", None)
+    run_config: Any = getattr(tune, "RunConfig", None)
     if run_config is None:  # older Ray
-        from ray.train import RunConfig as run_config
+        from ray.train import RunConfig
+
+        run_config = RunConfig
     return run_config(**kwargs)
 
 

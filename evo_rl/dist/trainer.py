@@ -11,9 +11,11 @@ its spool. A trainer killed and resumed from its checkpoint therefore asks again
 batches after it, and drops the duplicates.
 
 Pacing: received car-steps owe ``train.updates_per_step`` updates each, paid as in local
-training; at ``dist.hold_steps`` car-steps of debt, lock-step workers are told to wait (``hold``)
-and the debt stops growing (``updates_skipped`` counts what a real-time worker's surplus would
-have owed), so the updates-to-data ratio never exceeds ``train.updates_per_step``. Waiting for
+training; at ``dist.hold_steps`` car-steps of debt, lock-step workers are told to wait (``hold``).
+The debt is capped at ``hold_steps`` plus what every worker can have in flight, so the batches
+that arrive after a hold are still paid; only a real-time worker, which cannot wait, runs into
+the cap (``updates_skipped`` counts what its surplus would have owed). The updates-to-data ratio
+never exceeds ``train.updates_per_step``. Waiting for
 batches is a poll on the socket, never a busy loop.
 """
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from evo_rl.dist import wire
 from evo_rl.dist.common import DistError, client_socket, decode_batch, matters, send
-from evo_rl.dist.worker import join
+from evo_rl.dist.worker import join, window
 from evo_rl.train.loop import Trainer
 
 RECEIVE_MS = 50  # longest wait for a message when nothing else is to be done
@@ -221,10 +223,12 @@ class DistTrainer(Trainer):
         self._ack(w, st)
 
     def _owe(self, updates: float) -> None:
-        """Owe the updates of received data, to be paid between receives; the debt is capped so
-        the updates-to-data ratio never exceeds ``train.updates_per_step``."""
-        c = self.counters
-        room = max(0.0, 2 * self.cfg.dist.hold_steps * self.cfg.train.updates_per_step - c.update_debt)
+        """Owe the updates of received data, to be paid between receives. The debt is capped at
+        what held lock-step workers can still deliver (``hold_steps`` plus every worker's window in
+        flight), so only a real-time worker's surplus is skipped."""
+        c, d = self.counters, self.cfg.dist
+        in_flight = d.max_workers * window(d.batch_steps) * d.batch_steps
+        room = max(0.0, (d.hold_steps + in_flight) * self.cfg.train.updates_per_step - c.update_debt)
         c.update_debt += min(updates, room)
         self.skipped += updates - min(updates, room)
 

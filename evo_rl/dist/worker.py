@@ -29,7 +29,13 @@ from evo_rl.dist.server import log_line
 from evo_rl.dist.spool import Spool
 from evo_rl.train.collect import Collector, Transitions
 
-WINDOW = 16  # batches in flight at most
+WINDOW_TRANSITIONS = 4096  # transitions in flight (sent, not acknowledged) per worker, at most
+
+
+def window(batch_steps: int) -> int:
+    """Batches a worker keeps in flight: ``WINDOW_TRANSITIONS`` worth, at least 2."""
+    return max(2, WINDOW_TRANSITIONS // max(1, batch_steps))
+
 PING_SECONDS = 1.0
 SERVER_SILENT = 5.0  # s without a message from the server: report it unreachable
 # what a worker may set for itself on top of the server's config: where it is and what it drives
@@ -43,10 +49,34 @@ def join(
     """Say hello until the server welcomes us (or refuses: DistError), for at most ``timeout`` s."""
     import zmq
 
-    deadline = time.monotonic() + timeout
+    # CurveZMQ refusals happen in the handshake, below the messages: watch for them on the socket's monitor
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+    try:
+        return _join(sock, monitor, hello, time.monotonic() + timeout, stop, log)
+    finally:
+        sock.disable_monitor()
+        monitor.close(0)
+
+
+def _join(
+    sock: Any, monitor: Any, hello: dict[str, Any], deadline: float, stop: threading.Event, log: Callable[[str], None]
+) -> wire.Message:
+    import zmq
+    from zmq.utils.monitor import recv_monitor_message
+
+    start = time.monotonic()
     said = 0.0
     told = False
     while time.monotonic() < deadline and not stop.is_set():
+        if monitor.poll(0):
+            event = recv_monitor_message(monitor)
+            role = hello["role"]
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                raise DistError(
+                    f"the server refused this {role}'s key (CurveZMQ status {event['value']}): copy {role}.key into "
+                    "the server's allowed folder (dist.keys_dir/allowed) and start the server again"
+                )
+            raise DistError("the secure handshake with the server failed: check that both sides use the same dist.keys_dir")
         if time.monotonic() - said > 1.0:
             send(sock, wire.encode("hello", hello))
             said = time.monotonic()
@@ -60,10 +90,10 @@ def join(
                 return msg
             if msg.kind == "refused":
                 raise DistError(f"the server refused this {hello['role']}: {msg.meta.get('why')}")
-        elif not told and time.monotonic() - deadline + timeout > 3.0:
+        elif not told and time.monotonic() - start > 3.0:
             log("waiting for the server ...")
             told = True
-    raise DistError(f"no server answered within {timeout:g} s; is `evo-rl server` running, with this dist.port?")
+    raise DistError(f"no server answered within {deadline - start:.0f} s; is `evo-rl server` running, with this dist.port?")
 
 
 def server_config(text: str, overrides: list[str], own: EvoConfig | None) -> EvoConfig:
@@ -261,7 +291,7 @@ class Worker:
         seqs = self.spool.seqs()
         if seqs and self.cursor < seqs[0]:
             self.cursor = seqs[0]
-        while self.cursor < self.spool.next_seq and self.cursor - self.acked <= WINDOW:
+        while self.cursor < self.spool.next_seq and self.cursor - self.acked <= window(self.cfg.dist.batch_steps):
             if self.cursor in self.spool:
                 if not send(self.sock, self.spool.get(self.cursor)):
                     return  # not connected: the spool keeps it
