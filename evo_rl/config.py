@@ -137,7 +137,11 @@ class EnvConfig(Section):
     controls: Literal["binary", "analog"] = Field(
         "binary", description="binary: gas/brake pressed when > 0 (keyboard); analog: clip(a, 0, 1) (gamepad)"
     )
-    max_steps: int = Field(2400, ge=1, description="step limit of an episode (truncation); 2400 = 120 s")
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="step limit of an episode (truncation); unset: 2.5 reference laps of the track, at least 120 s",
+    )
     seed: int = Field(0, description="seed of the environment's random start perturbations")
     start_lateral: float = Field(
         0.5, ge=0, description="largest random sideways offset of a car at an episode start, m"

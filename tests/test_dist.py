@@ -226,6 +226,8 @@ def test_train_with_workers_runs_server_trainer_and_workers(tmp_path):
     assert (run / "policy.safetensors").is_file()
     state = json.loads((sorted((run / "checkpoints").glob("ckpt-*"))[-1] / "state.json").read_text())
     assert 0 < state["updates"] <= 0.25 * state["env_steps"] + 1  # never above train.updates_per_step
+    # simulator workers wait while updates are owed, so none is skipped: the ratio is exact
+    assert json.loads((run / "dist.json").read_text())["updates_skipped"] == 0
     assert "worker 0 joined" in (run / "logs" / "worker-0.log").read_text()
     assert yaml.safe_load((run / "config.yaml").read_text())["dist"]["max_workers"] == 2
 

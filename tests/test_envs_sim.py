@@ -267,3 +267,48 @@ def test_stable_baselines3_ppo_smoke(straight):
         action, _ = model.predict(obs, deterministic=True)
         assert action in env.action_space
         obs, *_ = env.step(action)
+
+
+# --------------------------------------------------------------------------- step limit
+
+
+def test_the_step_limit_follows_the_track_unless_set():
+    from evo_rl.envs.core import STEP_LIMIT_LAPS, step_limit
+    from evo_rl.sim.catalog import get_track
+    from evo_rl.sim.generate import generate_track
+    from evo_rl.sim.reference_lap import compute_reference_lap
+
+    cfg = small_cfg()
+    assert cfg.env.max_steps is None
+    dt = cfg.sim.dt
+    mini = get_track("evo-mini")  # a reference lap far under 120 s / 2.5: the 120 s floor
+    assert step_limit(cfg, mini, dt) == round(120.0 / dt)
+    assert step_limit(cfg, None, dt) == round(120.0 / dt)  # no track model: the floor
+    long = generate_track(3, n_blocks=80)
+    lap = compute_reference_lap(long, cfg.car).lap_time
+    assert STEP_LIMIT_LAPS * lap > 120.0, "the test needs a track whose reference lap is over 48 s"
+    limit = step_limit(cfg, long, dt)
+    assert limit == pytest.approx(STEP_LIMIT_LAPS * lap / dt, abs=1)
+    env = VecTrackEnv(cfg, 1, track=long)
+    assert env.max_steps == limit
+    env.close()
+    assert step_limit(small_cfg(max_steps=300), long, dt) == 300  # a set limit is kept
+
+
+def test_an_episode_is_truncated_at_the_track_step_limit():
+    from evo_rl.sim.generate import generate_track
+
+    cfg = small_cfg()
+    cfg.episode.no_progress_seconds = None  # a car standing still on the start line until the limit
+    env = VecTrackEnv(cfg, 1, track=generate_track(3, n_blocks=80), autoreset=False)
+    assert env.max_steps > 2400
+    env.reset(seed=0)
+    steps = 0
+    while True:
+        *_, term, trunc, info = env.step(np.zeros((1, 3), np.float32))
+        steps += 1
+        if term[0] or trunc[0] or steps > env.max_steps:
+            break
+    assert steps == env.max_steps and trunc[0] and not term[0]
+    assert info["end_reason"][0] == "time_limit"
+    env.close()

@@ -107,7 +107,7 @@ def test_the_shipped_policy_finishes_a_lap_in_real_time(game) -> None:
     env = make_realtime_env(config=game_config(game, policy.cfg))
     try:
         obs, _ = env.reset(seed=0)
-        for _ in range(policy.cfg.env.max_steps):
+        for _ in range(env.interface.core.max_steps):
             obs, _, terminated, truncated, info = env.step(policy.actor.act(tuple(o[None] for o in obs), test=True)[0])
             if terminated or truncated:
                 break

@@ -135,7 +135,7 @@ def test_the_shipped_policy_finishes_in_several_instances_at_once() -> None:
         obs, _ = env.reset(seed=0)
         assert env.single_observation_space.contains(tuple(part[0] for part in obs))
         done = np.zeros(3, bool)
-        for _ in range(policy.cfg.env.max_steps):
+        for _ in range(env.max_steps):
             obs, _, terminated, truncated, info = env.step(policy.actor.act(obs, test=True))
             done |= terminated | truncated
             if done.all():
@@ -145,6 +145,19 @@ def test_the_shipped_policy_finishes_in_several_instances_at_once() -> None:
     finally:
         for g in games:
             g.stop()
+
+
+def test_eval_drives_the_shipped_policy_in_a_tmnf_instance(capsys) -> None:
+    import json
+
+    from evo_rl.cli import main
+
+    with VirtualTMNF("evo-test", port=0, speed=100) as game:
+        argv = ["eval", "pretrained", "--source", "tmnf", "-e", "2", "--json", f"game.ports=[{game.port}]"]
+        assert main([*argv, "game.speed=100", "game.input=virtual"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["source"] == "tmnf" and out["episodes"] == 2
+    assert out["finish_rate"] == 1.0 and all(abs(t - 47.5) < 1.0 for t in out["lap_times"])  # as in the simulator
 
 
 def test_trainer_drives_tmnf_instances(tmp_path) -> None:
@@ -169,6 +182,9 @@ def test_bench_tmnf_reports_its_figures() -> None:
 
     out = run(instances=2, steps=50, processes=False)
     assert out["instances"] == 2 and out["steps_per_s_total"] > 0 and out["ms_per_step"] > 0
+    assert out["pace_floor_ms"] == pytest.approx(0.5)  # 50 ms steps at 100x
+    u = out["unpaced"]
+    assert u["steps_per_s_total"] == pytest.approx(2 * u["steps_per_s_per_instance"], rel=1e-3) and u["ms_per_step"] > 0
     out = run(instances=1, steps=50)  # the instance in its own process, as a real game
     assert out["processes"] and out["steps_per_s_total"] > 0
 

@@ -26,9 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", default="runs", help="folder holding run folders (default: runs)")
     p.add_argument(
         "--source",
-        choices=("sim", "tm2020"),
+        choices=("sim", "tm2020", "tmnf"),
         default=None,
-        help="drive in the simulator (default) or in TrackMania 2020, one episode after the other",
+        help="drive in the simulator (default), or one episode after the other in TrackMania 2020 or in the "
+        "first TMNF instance of game.ports (at game.speed)",
     )
     p.add_argument(
         "overrides",
@@ -62,16 +63,34 @@ def policy_path(text: str, runs_dir: str = "runs") -> Path:
 
 
 def load_for_driving(text: str, runs_dir: str, track: str | None) -> tuple[Path, Any]:
-    """The policy file ``text`` names and the loaded policy, its config set to ``track`` when given."""
+    """The policy file ``text`` names and the loaded policy, its config set to ``track`` when given.
+
+    On another track than the policy's, the step limit is that track's (``env.max_steps`` unset: see
+    :func:`~evo_rl.envs.core.step_limit`); an ``env.max_steps=N`` override still sets it."""
     from evo_rl.train.loop import configure_torch
     from evo_rl.train.policy import load_policy
 
     path = policy_path(text, runs_dir)
     policy = load_policy(path)
-    if track is not None:
+    if track is not None and track != policy.cfg.env.track:
         policy.cfg.env.track = track
+        policy.cfg.env.max_steps = None
     configure_torch(policy.cfg)
     return path, policy
+
+
+def _game_env(cfg: Any) -> Any:
+    """A one-car environment in the game of ``cfg.env.source``, without auto-reset."""
+    if cfg.env.source == "tmnf":  # lock-step: the first instance, at game speed
+        from evo_rl.envs.vector import VecTrackEnv
+        from evo_rl.games.tmnf.source import open_source
+
+        ports = cfg.game.ports[:1]
+        source = open_source(cfg, ports, virtual=cfg.game.input == "virtual", speed=cfg.game.speed)
+        return VecTrackEnv(cfg, n_envs=1, source=source, autoreset=False)
+    from evo_rl.games.realtime import RealTimeVecEnv, make_realtime_env
+
+    return RealTimeVecEnv(make_realtime_env(config=cfg), autoreset=False)
 
 
 def _with_overrides(cfg: Any, overrides: list[str], path: Path) -> Any:
@@ -105,9 +124,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.source in (None, "sim"):
         result = Evaluator(cfg, args.episodes).run(act)
     else:  # one car in the game, its episodes one after the other
-        from evo_rl.games.realtime import RealTimeVecEnv, make_realtime_env
-
-        env = RealTimeVecEnv(make_realtime_env(config=cfg), autoreset=False)
+        env = _game_env(cfg)
         try:
             result = Evaluator(cfg, args.episodes, env=env).run(act)
         finally:

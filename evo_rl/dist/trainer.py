@@ -12,11 +12,11 @@ batches after it, and drops the duplicates.
 
 Pacing: received car-steps owe ``train.updates_per_step`` updates each, paid as in local
 training; at ``dist.hold_steps`` car-steps of debt, lock-step workers are told to wait (``hold``).
-The debt is capped at ``hold_steps`` plus what every worker can have in flight, so the batches
-that arrive after a hold are still paid; only a real-time worker, which cannot wait, runs into
-the cap (``updates_skipped`` counts what its surplus would have owed). The updates-to-data ratio
-never exceeds ``train.updates_per_step``. Waiting for
-batches is a poll on the socket, never a busy loop.
+A lock-step worker's batches are always owed in full (what it gathered while the trainer was busy
+evaluating or updating included), so with lock-step workers the updates-to-data ratio is exactly
+``train.updates_per_step``. A real-time worker cannot wait: the debt its batches add is capped at
+``hold_steps`` plus what every worker can have in flight, and ``updates_skipped`` counts what its
+surplus would have owed. Waiting for batches is a poll on the socket, never a busy loop.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ class DistTrainer(Trainer):
         self.layout = layout
         self.workers: dict[int, WorkerState] = {}
         self.skipped = 0.0
+        self._lockstep_batch = False  # the batch being counted comes from a lock-step worker
         self.version = 0
         self.sock: Any = None
         self.supervisor: Any = None  # called from the loop: `train --workers` restarts exited children
@@ -219,14 +220,18 @@ class DistTrainer(Trainer):
         st.episodes += len(episodes)
         st.stats = dict(m.get("stats") or {})
         self._record_episodes(episodes)
+        self._lockstep_batch = m.get("lockstep") is True
         self._count_steps(got)
         self._ack(w, st)
 
     def _owe(self, updates: float) -> None:
-        """Owe the updates of received data, to be paid between receives. The debt is capped at
-        what held lock-step workers can still deliver (``hold_steps`` plus every worker's window in
-        flight), so only a real-time worker's surplus is skipped."""
+        """Owe the updates of received data, to be paid between receives. A lock-step worker's are
+        owed in full (it waits while they are paid); a real-time worker's only up to what held
+        lock-step workers can still deliver (``hold_steps`` plus every worker's window in flight)."""
         c, d = self.counters, self.cfg.dist
+        if self._lockstep_batch:
+            c.update_debt += updates
+            return
         in_flight = d.max_workers * window(d.batch_steps) * d.batch_steps
         room = max(0.0, (d.hold_steps + in_flight) * self.cfg.train.updates_per_step - c.update_debt)
         c.update_debt += min(updates, room)

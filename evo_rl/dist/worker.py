@@ -271,6 +271,7 @@ class Worker:
             "seq": self.spool.next_seq,
             "session": self.spool.session,
             "first": (self.spool.seqs() or [self.spool.next_seq])[0],
+            "lockstep": self.lockstep,
             "stats": {
                 "steps_per_s": self._rate(),
                 "weights_updates": self.weights_updates,

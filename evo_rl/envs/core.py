@@ -11,6 +11,7 @@ both, as a simulator needs.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -23,8 +24,10 @@ from evo_rl.rewards import RewardManager, StepContext
 from evo_rl.sim.track import Track
 from evo_rl.sim.world import check_actions
 
+STEP_LIMIT_LAPS = 2.5  # an unset env.max_steps allows this many reference laps ...
+STEP_LIMIT_MIN_S = 120.0  # ... and at least this long (2400 steps at 20 steps/s)
 END_FINISH = "finish"  # end_reason of a car that crossed the finish line
-END_TIME_LIMIT = "time_limit"  # end_reason of an episode truncated at env.max_steps
+END_TIME_LIMIT = "time_limit"  # end_reason of an episode truncated at its step limit
 END_LOST = "game_lost"  # end_reason of an episode cut because its game stopped answering (source.lost)
 
 
@@ -42,6 +45,25 @@ class StepResult(NamedTuple):
     truncated: np.ndarray  # [N] bool
     terms: dict[str, np.ndarray]  # term name -> [N] float32
     end_reason: np.ndarray  # [N] str, "" while the episode runs
+
+
+def step_limit(cfg: EvoConfig, track: Track | None, dt: float) -> int:
+    """Steps of an episode before it is truncated: ``env.max_steps``, or else from the track.
+
+    Unset, it allows :data:`STEP_LIMIT_LAPS` reference laps of ``track`` (the simulator's car on its
+    racing line), and never less than :data:`STEP_LIMIT_MIN_S` seconds, so that a long track is not
+    cut before a car that drives it well can finish. Without a track model: the minimum.
+    """
+    if cfg.env.max_steps is not None:
+        return cfg.env.max_steps
+    seconds = STEP_LIMIT_MIN_S
+    if track is not None:
+        from evo_rl.sim.reference_lap import compute_reference_lap
+
+        lap = compute_reference_lap(track, cfg.car).lap_time
+        if math.isfinite(lap):
+            seconds = max(seconds, STEP_LIMIT_LAPS * lap)
+    return math.ceil(seconds / dt - 1e-9)
 
 
 def resolve_track(track: Track | str | None, cfg: EvoConfig) -> Track:
@@ -92,6 +114,7 @@ class TrackCore:
                 cfg.reward, cfg.episode, self.track, n_envs, source=source.name, provides=source.provides
             )
         self.dt = source.dt
+        self.max_steps = step_limit(cfg, self.track, self.dt)
         self.start_s = float(self.track.s[self.track.start]) if self.track is not None else 0.0
         self.length = self.track.length if self.track is not None else 0.0
         self.obs = ObservationBuilder(cfg, n_envs, self.start_s, self.length)
@@ -151,7 +174,7 @@ class TrackCore:
 
         finished = source.finished.copy()
         terminated = finished | out.terminate
-        truncated = (self.steps >= self.cfg.env.max_steps) & ~terminated
+        truncated = (self.steps >= self.max_steps) & ~terminated
         end_reason = np.where(finished, END_FINISH, np.where(out.terminate, out.reason, ""))
         end_reason = np.where(truncated, END_TIME_LIMIT, end_reason).astype(str)
         lost = getattr(source, "lost", None)  # [N] bool: cars whose game stopped answering (a game source)

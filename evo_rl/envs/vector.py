@@ -74,6 +74,11 @@ class VecTrackEnv(VectorEnv):
         return self.core.world
 
     @property
+    def max_steps(self) -> int:
+        """Steps of an episode before it is truncated (:func:`~evo_rl.envs.core.step_limit`)."""
+        return self.core.max_steps
+
+    @property
     def track(self) -> Track | None:
         """The track model every car drives (None for a game source without one)."""
         return self.core.track

@@ -173,6 +173,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     vtn.add_argument("--port", type=int, default=9200, help="port of the first instance (default: 9200)")
     vtn.add_argument("--instances", type=int, default=1, help="instances (default: 1)")
     vtn.add_argument("--speed", type=float, default=1.0, help="game speed 1..100 (default: 1)")
+    vtn.add_argument(
+        "--unpaced", action="store_true", help="no game-speed pacing: steps as fast as they come (protocol benchmarks)"
+    )
     vtn.add_argument("--seconds", type=float, default=None, help="stop after this many real seconds")
     vtn.set_defaults(func=_virtual_tmnf)
 
@@ -444,7 +447,7 @@ def _virtual_tmnf(args: argparse.Namespace) -> int:
     games: list[VirtualTMNF] = []
     try:
         for k in range(args.instances):
-            games.append(VirtualTMNF(args.track, port=args.port + k, speed=args.speed).start())
+            games.append(VirtualTMNF(args.track, port=args.port + k, speed=args.speed, paced=not args.unpaced).start())
         ports = ", ".join(str(g.port) for g in games)
         print(
             f"virtual TMNF on track {games[0].track.name}: {len(games)} instance(s) on 127.0.0.1 ports {ports}, "

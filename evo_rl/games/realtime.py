@@ -205,7 +205,7 @@ class RealTimeTrackEnv(gym.Wrapper):
             time_step_duration=step,
             start_obs_capture=min(cfg.game.obs_capture / cfg.game.time_scale, step),
             time_step_timeout_factor=cfg.game.timeout_factor,
-            ep_max_length=cfg.env.max_steps,
+            ep_max_length=self.interface.core.max_steps,
             act_buf_len=cfg.env.act_buf_len,
             act_in_obs=True,
             reset_act_buf=True,
@@ -284,6 +284,7 @@ class RealTimeVecEnv:
         self.action_space = gym.vector.utils.batch_space(env.action_space, 1)
         self.np_random, _ = seeding.np_random(self.cfg.env.seed)
         self.track = env.interface.core.track
+        self.max_steps = env.interface.core.max_steps
 
     @property
     def world(self) -> CarSource:

@@ -52,7 +52,7 @@ def drive_lap(actor: Any, cfg: EvoConfig, seed: int | None = None) -> Lap:
 
     record()
     info: dict[str, Any] = {}
-    for _ in range(cfg.env.max_steps):
+    for _ in range(env.max_steps):
         obs, _, terminated, truncated, info = env.step(actor.act(obs, test=True))
         record()
         if terminated[0] or truncated[0]:

@@ -95,7 +95,7 @@ class Evaluator:
         ret = np.zeros(n)  # [N]
         cps = np.zeros(n)  # [N]
         reasons: dict[str, int] = {}
-        limit = max_steps or self.cfg.env.max_steps
+        limit = max_steps or self.env.max_steps
         for _ in range(limit):
             actions = np.asarray(act(obs), np.float32).reshape(n, 3)
             actions[done] = 0.0

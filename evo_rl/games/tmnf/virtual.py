@@ -34,7 +34,11 @@ ACCEPT_POLL = 0.2  # s between checks of the stop flag while waiting for a clien
 class VirtualTMNF:
     """One virtual TMNF instance; ``port=0`` picks a free port (read :attr:`port`)."""
 
-    def __init__(self, track: str = "evo-test", port: int | None = None, speed: float = 1.0, dt: float = 0.05) -> None:
+    def __init__(
+        self, track: str = "evo-test", port: int | None = None, speed: float = 1.0, dt: float = 0.05, paced: bool = True
+    ) -> None:
+        """``paced=False``: no game-speed pacing at all, every step as fast as the simulator allows (benchmarks
+        of the protocol alone; a real game cannot do that)."""
         if not (math.isfinite(speed) and 1.0 <= speed <= p.MAX_SPEED):
             raise EvoError(f"game speed must be between 1 and {p.MAX_SPEED:g}, got {speed}")
         self.track = get_track(track)
@@ -42,6 +46,7 @@ class VirtualTMNF:
         self.world.step(np.zeros((1, 3), np.float32))  # compile (or load) the kernels before the first client
         self.world.reset()
         self.speed = float(speed)
+        self.paced = paced
         self.timeout = 10.0  # s the game waits for the next request
         self.steps = 0
         self.served = 0  # requests answered, all clients
@@ -148,6 +153,8 @@ class VirtualTMNF:
 
     def _pace(self) -> None:
         """At game speed s, a control step takes at least dt / s real seconds."""
+        if not self.paced:
+            return
         period = self.world.dt / self.speed
         now = time.monotonic()
         if now < self._next_step:
