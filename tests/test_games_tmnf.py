@@ -292,12 +292,32 @@ def test_launcher_restarts_a_killed_or_hung_instance_and_the_source_reconnects(t
         assert hung is not None
         source.clients[1].set_timeout(0.5)
         hung.send_signal(signal.SIGSTOP)
+        _wait_stopped(hung.pid)
         _, _, _, truncated, infos = env.step(gas)
-        assert truncated.tolist() == [False, True] and infos["end_reason"].tolist() == ["", "game_lost"]
+        assert truncated.tolist() == [False, True] and infos["end_reason"].tolist() == ["", "game_lost"], (
+            truncated,
+            {k: infos[k] for k in ("end_reason", "episode_steps")},
+            source.errors,
+            launcher.restarts,
+        )
         assert launcher.restarts == [1, 1] and hung.poll() is not None  # killed, and a new one answered
         assert infos["episode_steps"].tolist() == [1, 0]
         env.close()
     assert all(p.poll() is not None for p in launcher.procs if p is not None)  # stop() ended them all
+
+
+def _wait_stopped(pid: int, seconds: float = 10.0) -> None:
+    """Until the kernel has stopped every thread of ``pid`` (SIGSTOP takes effect asynchronously)."""
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in Path(f"/proc/{pid}/task").iterdir()]
+        if all(s in "Tt" for s in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop within {seconds:g} s")
 
 
 def test_gymnasium_ids_drive_tmnf_instances() -> None:

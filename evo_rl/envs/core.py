@@ -52,7 +52,8 @@ def step_limit(cfg: EvoConfig, track: Track | None, dt: float) -> int:
 
     Unset, it allows :data:`STEP_LIMIT_LAPS` reference laps of ``track`` (the simulator's car on its
     racing line), and never less than :data:`STEP_LIMIT_MIN_S` seconds, so that a long track is not
-    cut before a car that drives it well can finish. Without a track model: the minimum.
+    cut before a car that drives it well can finish. Without a track model, or on one the reference
+    lap cannot be driven on (a recorded game track with gaps): the minimum.
     """
     if cfg.env.max_steps is not None:
         return cfg.env.max_steps
@@ -60,7 +61,10 @@ def step_limit(cfg: EvoConfig, track: Track | None, dt: float) -> int:
     if track is not None:
         from evo_rl.sim.reference_lap import compute_reference_lap
 
-        lap = compute_reference_lap(track, cfg.car).lap_time
+        try:
+            lap = compute_reference_lap(track, cfg.car).lap_time
+        except (EvoError, ValueError, FloatingPointError):
+            lap = math.nan
         if math.isfinite(lap):
             seconds = max(seconds, STEP_LIMIT_LAPS * lap)
     return math.ceil(seconds / dt - 1e-9)
