@@ -82,12 +82,9 @@ def load_for_driving(text: str, runs_dir: str, track: str | None) -> tuple[Path,
 def _game_env(cfg: Any) -> Any:
     """A one-car environment in the game of ``cfg.env.source``, without auto-reset."""
     if cfg.env.source == "tmnf":  # lock-step: the first instance, at game speed
-        from evo_rl.envs.vector import VecTrackEnv
-        from evo_rl.games.tmnf.source import open_source
+        from evo_rl.games.tmnf.env import make_tmnf_vec_env
 
-        ports = cfg.game.ports[:1]
-        source = open_source(cfg, ports, virtual=cfg.game.input == "virtual", speed=cfg.game.speed)
-        return VecTrackEnv(cfg, n_envs=1, source=source, autoreset=False)
+        return make_tmnf_vec_env(1, config=cfg, autoreset=False)
     from evo_rl.games.realtime import RealTimeVecEnv, make_realtime_env
 
     return RealTimeVecEnv(make_realtime_env(config=cfg), autoreset=False)

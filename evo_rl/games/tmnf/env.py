@@ -22,7 +22,11 @@ def make_tmnf_env(flavour: str | None = None, config: Any = None, **overrides: A
 
 
 def make_tmnf_vec_env(
-    num_envs: int | None = None, flavour: str | None = None, config: Any = None, **overrides: Any
+    num_envs: int | None = None,
+    flavour: str | None = None,
+    config: Any = None,
+    autoreset: bool = True,
+    **overrides: Any,
 ) -> VecTrackEnv:
     """``num_envs`` cars (default: one per instance of ``game.ports``), stepped together."""
     if flavour is not None:
@@ -33,4 +37,4 @@ def make_tmnf_vec_env(
     if num_envs is not None and len(ports) < num_envs:
         raise ConfigError(f"{num_envs} cars need {num_envs} TMNF instances; game.ports lists {len(cfg.game.ports)}")
     source = open_source(cfg, ports, virtual=cfg.game.input == "virtual", speed=cfg.game.speed)
-    return VecTrackEnv(cfg, n_envs=len(ports), source=source)
+    return VecTrackEnv(cfg, n_envs=len(ports), source=source, autoreset=autoreset)
