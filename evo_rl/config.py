@@ -116,6 +116,76 @@ class CameraConfig(Section):
 # --------------------------------------------------------------------------- environment
 
 
+class GeneratedTracks(Section):
+    seeds: tuple[int, int] = Field(description="generator seeds [first, end): end - first random block tracks")
+    n_blocks: int = Field(16, ge=1, le=64, description="blocks between the start and the finish (the length)")
+    min_radius: float = Field(
+        16.0, ge=0, description="tightest centre-line radius, m: 16 allows 1-block curves and hairpins, 48 wide curves"
+    )
+    width: float = Field(20.0, gt=0, le=24, description="road width, m")
+    checkpoints: int = Field(4, ge=0, description="checkpoints per track (at most n_blocks)")
+
+    @model_validator(mode="after")
+    def _seed_range(self) -> GeneratedTracks:
+        first, end = self.seeds
+        if end <= first:
+            raise ValueError(f"seeds [{first}, {end}] is empty: give [first, end) with end > first, e.g. [0, 64]")
+        if self.checkpoints > self.n_blocks:
+            raise ValueError(f"checkpoints ({self.checkpoints}) must be at most n_blocks ({self.n_blocks})")
+        return self
+
+
+class CurriculumConfig(Section):
+    enabled: bool = Field(
+        False, description="generated tracks (env.tracks) start easy and get harder as the finish rate grows"
+    )
+    levels: int = Field(
+        4, ge=2, le=16, description="difficulty steps from easy (short, wide curves) to the generated sets' own knobs"
+    )
+    promote_at: float = Field(
+        0.8, gt=0, le=1, description="finish rate over the last `window` episodes that moves to the next level"
+    )
+    window: int = Field(64, ge=1, description="episodes the finish rate of a level is measured over")
+
+
+class RandomiseConfig(Section):
+    grip: tuple[float, float] | None = Field(
+        None, description="range of car.grip multipliers drawn per car and episode, e.g. [0.85, 1.15]; null: off"
+    )
+    engine: tuple[float, float] | None = Field(None, description="range of car.engine_force multipliers; null: off")
+    mass: tuple[float, float] | None = Field(None, description="range of car.mass multipliers; null: off")
+    drag: tuple[float, float] | None = Field(None, description="range of car.drag multipliers; null: off")
+    steer_rate: tuple[float, float] | None = Field(None, description="range of car.steer_rate multipliers; null: off")
+    road_width: tuple[float, float] | None = Field(
+        None, description="range of road widths, m, of generated env.tracks (one draw per seed); null: their width"
+    )
+    lidar_noise: float = Field(
+        0.0, ge=0, description="standard deviation of Gaussian noise on each LIDAR beam (m, or px for lidar.kind tmrl)"
+    )
+    speed_noise: float = Field(0.0, ge=0, description="standard deviation of Gaussian noise on the speed, km/h")
+    latency: tuple[int, int] = Field(
+        (0, 0), description="range [low, high] of action latency in control steps, drawn per car and episode"
+    )
+    drop_obs: float = Field(
+        0.0, ge=0, lt=1, description="chance that a car's sensors miss a step (the previous reading repeats)"
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> RandomiseConfig:
+        for name in ("grip", "engine", "mass", "drag", "steer_rate", "road_width"):
+            r = getattr(self, name)
+            if r is not None and not 0 < r[0] <= r[1]:
+                raise ValueError(f"{name} = {list(r)}: give [low, high] with 0 < low <= high")
+        if not 0 <= self.latency[0] <= self.latency[1] <= 8:
+            raise ValueError(f"latency = {list(self.latency)}: give [low, high] steps with 0 <= low <= high <= 8")
+        return self
+
+    @property
+    def physics(self) -> bool:
+        """Whether any car parameter is randomised."""
+        return any(getattr(self, n) is not None for n in ("grip", "engine", "mass", "drag", "steer_rate"))
+
+
 class EnvConfig(Section):
     source: Literal["sim", "tm2020", "tmnf"] = Field(
         "sim",
@@ -127,11 +197,30 @@ class EnvConfig(Section):
         description="built-in track name or path to a .track file; for a game, the map's track model "
         "(`evo-rl game tm2020 record-track`), or null for none",
     )
+    tracks: list[str | GeneratedTracks] | None = Field(
+        None,
+        description="simulator: train on many tracks, each car drawing one per episode: built-in names, .track files "
+        "and generated sets {seeds: [first, end], n_blocks, min_radius, width, checkpoints}; env.track is then the "
+        "evaluation track; null: env.track only",
+    )
+    curriculum: CurriculumConfig = Field(
+        default_factory=CurriculumConfig, description="difficulty of the generated tracks of env.tracks"
+    )
     flavour: Literal["lidar", "lidar_progress", "full"] = Field(
         "lidar", description="observation layout: TMRL's TM20LIDAR, TM20LIDARPROGRESS or TM20FULL"
     )
     n_envs: int = Field(16, ge=1, le=65536, description="cars stepped together by the vector environment")
     hist_len: int = Field(4, ge=1, le=16, description="frames of LIDAR or image history in each observation")
+    lookahead_points: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="course preview: the track's heading (relative to the car) and curvature at this many points "
+        "ahead, from the track model, as one more observation part before the actions; 0: off (TMRL's layouts)",
+    )
+    lookahead_distance: float = Field(
+        200.0, gt=0, description="distance along the track covered by the look-ahead points, m (evenly spaced)"
+    )
     act_buf_len: int = Field(2, ge=0, le=16, description="previous actions in each observation")
     flat: bool = Field(False, description="one flat float32 Box observation instead of TMRL's tuple")
     controls: Literal["binary", "analog"] = Field(
@@ -471,6 +560,9 @@ class EvoConfig(Section):
     algo: AlgoConfig = Field(default_factory=AlgoConfig, description="learning algorithm")
     memory: MemoryConfig = Field(default_factory=MemoryConfig, description="replay memory")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training loop")
+    randomise: RandomiseConfig = Field(
+        default_factory=RandomiseConfig, description="simulator domain randomisation: physics, sensors, latency"
+    )
     game: GameConfig = Field(default_factory=GameConfig, description="a live game (env.source: tm2020)")
     dist: DistConfig = Field(default_factory=DistConfig, description="distributed training (server, trainer, workers)")
 
@@ -485,6 +577,17 @@ class EvoConfig(Section):
                 "(`evo-rl reward terms` lists them)",
             )
         return value
+
+    @model_validator(mode="after")
+    def _tracks_in_the_simulator(self) -> EvoConfig:
+        if self.env.tracks is not None and self.env.source != "sim":
+            raise PydanticCustomError(
+                "tracks_sim_only",
+                "env.tracks trains on many simulator tracks, but env.source is {source}; a game drives its "
+                "loaded map: set env.tracks: null",
+                {"source": self.env.source},
+            )
+        return self
 
     @model_validator(mode="after")
     def _ppo_rollout_holds_a_minibatch(self) -> EvoConfig:

@@ -425,7 +425,7 @@ def test_camera_horizon_walls_and_motion() -> None:
     world.pos[0] = [track.s[3] - 8.0, 0.0]
     world.quad[0] = 2
     assert world.images()[0, int(horizon) + 1 :, 32].max() >= 0.9 * 235
-    assert world._gate[3] == GATE_CHECKPOINT
+    assert world.pack.gate[3] == GATE_CHECKPOINT
 
 
 def test_sensors_for_some_rows_only(s_world: World) -> None:
@@ -490,7 +490,7 @@ def test_bench_options_live_in_the_cli() -> None:
     )
     kw = bench_kwargs(args)
     assert {k: v for k, v in kw.items() if k != "cfg"} == {
-        "cars": 8, "seconds": 0.5, "obs": "full", "track": "evo-test", "threads": 1
+        "cars": 8, "seconds": 0.5, "obs": "full", "track": "evo-test", "threads": 1, "tracks": 1
     }  # fmt: skip
     assert kw["cfg"].sim.substeps == 3
     replay = bench_kwargs(build_parser().parse_args(["bench", "replay", "--batch-size", "64", "--n-envs", "4"]))

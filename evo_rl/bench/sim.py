@@ -1,4 +1,4 @@
-"""``evo-rl bench sim``: full environment steps per second of N cars on one track.
+"""``evo-rl bench sim``: full environment steps per second of N cars on one track, or on many.
 
 A step is what a learner waits for: physics, the sensor (19-beam LIDAR or a
 camera frame), the observation buffers, the rewards and the auto-reset of ended
@@ -7,7 +7,9 @@ episodes, i.e. :meth:`VecTrackEnv.step`. The cars follow a simple LIDAR driver
 spread along the track as in training; computing its actions is not timed.
 ``sim_only_car_steps_per_s`` times ``World.step`` plus the sensor alone;
 ``car_steps_per_cpu_s`` divides by the CPU time the process used instead of the
-wall-clock time (on a machine busy with other work the two differ).
+wall-clock time (on a machine busy with other work the two differ). With ``tracks`` > 1
+the cars drive that many generated tracks (seeds 0..tracks-1, ``env.tracks``), each car
+drawing one per episode, all stepped in one batch.
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ def run(
     obs: str = "lidar",
     track: str = "evo-test",
     threads: int = 0,
+    tracks: int = 1,
 ) -> dict[str, Any]:
     """Step ``cars`` cars for ``seconds`` timed seconds; returns the JSON-ready result.
 
     ``cfg`` (default: the default config) gives every other setting, e.g. the reward to compare;
     ``obs`` is ``lidar`` or ``full`` (camera frames), ``track`` a built-in name or a ``.track`` path,
-    ``threads`` numba's threads (0: all cores).
+    ``threads`` numba's threads (0: all cores), ``tracks`` > 1 that many generated tracks instead of ``track``.
     """
     import numba
 
@@ -57,6 +60,8 @@ def run(
 
     if cars < 1 or seconds <= 0:
         raise EvoError(f"bench sim: cars must be >= 1 and seconds > 0, got {cars} and {seconds}")
+    if tracks < 1:
+        raise EvoError(f"bench sim: tracks must be >= 1, got {tracks}")
     if obs not in OBS:
         raise EvoError(f"bench sim: obs must be one of {list(OBS)}, got {obs!r}")
     cfg = cfg.model_copy(deep=True) if cfg is not None else EvoConfig()
@@ -65,8 +70,13 @@ def run(
     cfg.env.track = track
     cfg.sim.threads = threads
     road = get_track(track)
+    if tracks > 1:
+        from evo_rl.config import GeneratedTracks
 
-    env = VecTrackEnv(cfg, track=road)
+        cfg.env.tracks = [GeneratedTracks(seeds=(0, tracks))]
+        env = VecTrackEnv(cfg)
+    else:
+        env = VecTrackEnv(cfg, track=road)
     world = env.world
     env.reset(seed=0)
     actions = np.zeros((cars, 3), np.float32)  # [N, 3]
@@ -106,7 +116,8 @@ def run(
         "bench": "sim",
         "scope": "VecTrackEnv.step: physics, sensor, observation buffers, rewards, auto-reset",
         "obs": obs,
-        "track": road.name,
+        "track": road.name if tracks == 1 else f"{tracks} generated tracks (seeds 0..{tracks - 1})",
+        "tracks": tracks,
         "cars": cars,
         "threads": numba.get_num_threads(),
         "substeps": cfg.sim.substeps,

@@ -29,6 +29,9 @@ def _sim_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--obs", choices=["lidar", "full"], default="lidar", help="LIDAR or 64x64 camera observations")
     p.add_argument("--track", default="evo-test", help="built-in track name or .track path (default evo-test)")
     p.add_argument("--threads", type=int, default=0, help="numba threads; 0 = all cores")
+    p.add_argument(
+        "--tracks", type=int, default=1, help="drive this many generated tracks (seeds 0..N-1) instead of --track"
+    )
     add_config_args(p)  # e.g. a reward to compare: `reward=[{term: progress_trajectory}]`
 
 
@@ -111,6 +114,7 @@ def bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "obs": args.obs,
             "track": args.track,
             "threads": args.threads,
+            "tracks": args.tracks,
         }
     if name == "replay":
         return {

@@ -17,10 +17,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from evo_rl.config import EvoConfig
+from evo_rl.envs.lookahead import CoursePreview
 from evo_rl.envs.observation import Observation, ObservationBuilder, flavour_needs
 from evo_rl.envs.source import CarSource, require
+from evo_rl.envs.tracks import TrackPool
 from evo_rl.errors import ConfigError, EvoError
 from evo_rl.rewards import RewardManager, StepContext
+from evo_rl.rewards.multitrack import TrackGroup
 from evo_rl.sim.track import Track
 from evo_rl.sim.world import check_actions
 
@@ -83,7 +86,13 @@ def resolve_track(track: Track | str | None, cfg: EvoConfig) -> Track:
 
 
 class TrackCore:
-    """N cars of one source: observation buffers, rewards, episode counters."""
+    """N cars of one source: observation buffers, rewards, episode counters.
+
+    With ``env.tracks`` (and no ``track`` given) the simulator's cars draw a track from a
+    :class:`~evo_rl.envs.tracks.TrackPool` at every episode start and all step in one batch; the
+    step limit, progress and rewards of each car follow its own track. ``randomise`` draws each
+    car's physics and action latency per episode and adds sensor noise and dropped readings.
+    """
 
     def __init__(
         self,
@@ -95,38 +104,82 @@ class TrackCore:
     ) -> None:
         self.cfg = cfg
         self.n_envs = n_envs
+        self.pool: TrackPool | None = None
         if source is None:
             from evo_rl.sim.world import World
 
+            tracks: list[Track]
+            if track is None and cfg.env.tracks is not None:
+                self.pool = TrackPool(cfg)
+                tracks = self.pool.tracks
+            else:
+                tracks = [resolve_track(track, cfg)]
             source = World(
-                resolve_track(track, cfg),
-                n_envs,
-                car=cfg.car,
-                lidar=cfg.lidar,
-                camera=cfg.camera,
-                sim=cfg.sim,
+                tracks, n_envs, car=cfg.car, lidar=cfg.lidar, camera=cfg.camera, sim=cfg.sim,
                 controls=cfg.env.controls,
-            )
+            )  # fmt: skip
         elif source.n_envs != n_envs:
             raise EvoError(f"the car source {source.name!r} drives {source.n_envs} cars, the environment {n_envs}")
         self.source: CarSource = source
         self.track: Track | None = source.track
         require(source.name, source.provides, flavour_needs(cfg), f"env.flavour: {cfg.env.flavour}", FLAVOUR_FIX)
+        self.group = TrackGroup(source.tracks, source.track_id) if self.pool is not None else None
         self.rewards = rewards
         if rewards is None:
             self.rewards = RewardManager(
-                cfg.reward, cfg.episode, self.track, n_envs, source=source.name, provides=source.provides
+                cfg.reward, cfg.episode, self.group or self.track, n_envs, source=source.name, provides=source.provides
             )
         self.dt = source.dt
-        self.max_steps = step_limit(cfg, self.track, self.dt)
-        self.start_s = float(self.track.s[self.track.start]) if self.track is not None else 0.0
-        self.length = self.track.length if self.track is not None else 0.0
-        self.obs = ObservationBuilder(cfg, n_envs, self.start_s, self.length)
+        self.obs = ObservationBuilder(cfg, n_envs, 0.0, 1.0)
+        if cfg.env.lookahead_points:
+            if self.track is None:
+                raise ConfigError("env.lookahead_points reads the track model: give env.track a .track of the map")
+            tracks = self.group.tracks if self.group is not None else [self.track]
+            track_id = self.group.track_id if self.group is not None else None
+            self.obs.preview = CoursePreview(list(tracks), cfg.env.lookahead_points, cfg.env.lookahead_distance, track_id)
+        self._limits = np.zeros(0, np.int64)  # [K] step limit of each track
+        self._start_s = np.zeros(0)  # [K] arc length of each track's start line, m
+        self._length = np.zeros(0)  # [K] start line to finish line, m
+        self._add_tables(self.group.tracks if self.group is not None else [self.track])
+        self.step_limits = np.full(n_envs, self._limits[0], np.int64)  # [N] step limit of each car's episode
+        self.start_s = float(self._start_s[0])  # the first track's start line (single-track consumers)
+        self.length = float(self._length[0])
         self.steps = np.zeros(n_envs, np.int64)  # [N] steps of the running episode
         self.episode_return = np.zeros(n_envs, np.float64)  # [N] reward summed over the running episode
         self.prev_action = np.zeros((n_envs, 3), np.float32)  # [N, 3] last applied action, zeros at a start
         self._prev_s = np.zeros(n_envs)  # [N] progress before the step being applied, m
         self._prev_pos3 = np.zeros((n_envs, 3))  # [N, 3] position before it
+        self.randomise = cfg.randomise
+        self._rng = np.random.default_rng(cfg.env.seed)  # sensor noise; the last generator restart() was given
+        if self.randomise.physics and not hasattr(source, "params"):
+            raise ConfigError("randomise: car physics can only be randomised in the simulator (env.source: sim)")
+        self._base_params = np.array(source.params[0]) if self.randomise.physics else None  # type: ignore[attr-defined]
+        lo, hi = self.randomise.latency
+        self.delay = np.zeros(n_envs, np.int64)  # [N] action latency of each car's episode, steps
+        self._sent = np.zeros((hi + 1, n_envs, 3), np.float32)  # [L+1, N, 3] chosen actions, newest first
+
+    @property
+    def max_steps(self) -> int:
+        """The longest step limit of an episode on any track the cars may drive."""
+        return int(self._limits.max())
+
+    def _add_tables(self, tracks: list[Track | None]) -> None:
+        self._limits = np.concatenate([self._limits, [step_limit(self.cfg, t, self.dt) for t in tracks]]).astype(
+            np.int64
+        )
+        self._start_s = np.concatenate([self._start_s, [float(t.s[t.start]) if t else 0.0 for t in tracks]])
+        self._length = np.concatenate([self._length, [max(t.length, 1e-9) if t else 1.0 for t in tracks]])
+
+    def _promote(self, finished: np.ndarray) -> None:
+        """Count ended episodes for the curriculum; a new level's tracks join the world, rewards and tables."""
+        assert self.pool is not None
+        new = self.pool.record(finished)
+        if new:
+            self.source.add_tracks(new)  # type: ignore[attr-defined]
+            self.rewards.add_tracks(new)
+            if self.obs.preview is not None:
+                self.obs.preview.add(new)
+            self._add_tables(list(new))
 
     @property
     def world(self) -> CarSource:
@@ -139,16 +192,34 @@ class TrackCore:
         """Put the cars of ``mask`` [N] bool on the start line, with a random sideways offset and heading."""
         env = self.cfg.env
         k = int(np.count_nonzero(mask))
+        self._rng = rng
         lateral = np.zeros(self.n_envs)  # [N] m, left positive
         yaw = np.zeros(self.n_envs)  # [N] rad
         lateral[mask] = rng.uniform(-1.0, 1.0, k) * env.start_lateral
         yaw[mask] = rng.uniform(-1.0, 1.0, k) * np.radians(env.start_yaw_deg)
-        self.source.reset(mask, lateral=lateral, yaw=yaw)
+        if self._base_params is not None:
+            from evo_rl.sim.physics import randomised_params
+
+            self.source.params[mask] = randomised_params(self._base_params, k, rng, self.randomise)  # type: ignore[attr-defined]
+        if self.pool is not None:
+            ids = self.source.track_id.copy()
+            ids[mask] = self.pool.sample(k, rng)
+            self.source.reset(mask, lateral=lateral, yaw=yaw, track_id=ids)  # type: ignore[call-arg]
+        else:
+            self.source.reset(mask, lateral=lateral, yaw=yaw)
+        tid = self.source.track_id[mask] if self.group is not None else np.zeros(k, np.int64)
+        self.step_limits[mask] = self._limits[tid]
+        self.obs.start_s[mask] = self._start_s[tid]
+        self.obs.length[mask] = self._length[tid]
+        lo, hi = self.randomise.latency
+        if hi > 0:
+            self.delay[mask] = rng.integers(lo, hi + 1, k)
+            self._sent[:, mask] = 0.0
         self.rewards.reset(mask)
         self.steps[mask] = 0
         self.episode_return[mask] = 0.0
         self.prev_action[mask] = 0.0
-        self.obs.sense(self.source, rows=mask)
+        self.obs.sense(self.source, rows=mask, rng=rng)
         self.obs.restart(mask)
 
     # ------------------------------------------------------------------ stepping
@@ -158,11 +229,20 @@ class TrackCore:
         return self.settle(self.apply(actions))
 
     def apply(self, actions: Any) -> np.ndarray:
-        """Check ``actions`` [N, 3] and send them to the source; returns them as applied (clipped float32)."""
+        """Check ``actions`` [N, 3] and send them to the source; returns them as chosen (clipped float32).
+
+        With ``randomise.latency`` each car's source gets the action chosen ``delay`` steps ago (zeros at an
+        episode start), as a slow game link would; the observations still hold the chosen actions.
+        """
         a = check_actions(actions, self.n_envs)  # [N, 3] float32, clipped
         self._prev_s = self.source.progress_s.copy()
         self._prev_pos3 = self.source.position3()
-        self.source.step(a)
+        sent = a
+        if len(self._sent) > 1:
+            self._sent[1:] = self._sent[:-1]
+            self._sent[0] = a
+            sent = self._sent[self.delay, np.arange(self.n_envs)]  # [N, 3]
+        self.source.step(sent)
         return a
 
     def settle(self, a: np.ndarray) -> StepResult:
@@ -178,7 +258,7 @@ class TrackCore:
 
         finished = source.finished.copy()
         terminated = finished | out.terminate
-        truncated = (self.steps >= self.max_steps) & ~terminated
+        truncated = (self.steps >= self.step_limits) & ~terminated
         end_reason = np.where(finished, END_FINISH, np.where(out.terminate, out.reason, ""))
         end_reason = np.where(truncated, END_TIME_LIMIT, end_reason).astype(str)
         lost = getattr(source, "lost", None)  # [N] bool: cars whose game stopped answering (a game source)
@@ -187,8 +267,12 @@ class TrackCore:
             truncated = truncated | lost
             end_reason = np.where(lost, END_LOST, end_reason).astype(str)
 
-        self.obs.sense(source)
+        self.obs.sense(source, rng=self._rng)
         self.obs.push(a)
+        if self.pool is not None and self.pool.levels > 1:
+            ended = terminated | truncated
+            if ended.any():
+                self._promote(finished[ended])
         return StepResult(reward, terminated, truncated, dict(out.terms), end_reason)
 
     # ------------------------------------------------------------------ outputs
@@ -201,7 +285,7 @@ class TrackCore:
         """Batched state of all cars: one array per key, rows are cars."""
         w = self.source
         if self.track is not None:
-            progress = np.clip((w.progress_s - self.start_s) / max(self.length, 1e-9), 0.0, 1.0)
+            progress = np.clip((w.progress_s - self.obs.start_s) / self.obs.length, 0.0, 1.0)
         else:
             progress = np.zeros(self.n_envs)
         race_time_ms = np.array(w.race_time_ms, np.int64)  # [N]

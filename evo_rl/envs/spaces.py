@@ -6,7 +6,10 @@
 | `lidar_progress` | speed (1,), progress (1,), LIDAR (hist_len, beams), actions        |
 | `full`           | speed (1,), gear (1,), rpm (1,), images (hist_len, H, W), actions  |
 
-With ``env.flat`` the same values are concatenated, in that order, into one float32 Box.
+With ``env.lookahead_points`` = P > 0 a course preview (2P,) comes just before the actions: the
+road's heading relative to the car at P points ahead, then its curvature there
+(:mod:`evo_rl.envs.lookahead`). With ``env.flat`` the same values are concatenated, in that
+order, into one float32 Box.
 """
 
 from __future__ import annotations
@@ -57,6 +60,12 @@ def tuple_observation_space(cfg: EvoConfig) -> spaces.Tuple:
         if env.flavour == "lidar_progress":
             parts.append(scalar(1.0))
         parts.append(spaces.Box(0.0, lidar_high(cfg), (env.hist_len, lidar_beams(cfg)), np.float32))
+    if env.lookahead_points:
+        from evo_rl.envs.lookahead import MAX_CURVATURE
+
+        p = env.lookahead_points
+        high = np.concatenate([np.full(p, np.pi), np.full(p, MAX_CURVATURE)]).astype(np.float32)
+        parts.append(spaces.Box(-high, high, (2 * p,), np.float32))
     parts += [action_space() for _ in range(env.act_buf_len)]
     return spaces.Tuple(parts)
 

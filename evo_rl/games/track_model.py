@@ -11,6 +11,7 @@ import numpy as np
 
 from evo_rl.config import EvoConfig
 from evo_rl.sim.geometry import locate, strip_edges, track_coords
+from evo_rl.sim.kernels import single_track
 from evo_rl.sim.sensors import beam_layout, lidar_cars
 from evo_rl.sim.track import Track
 
@@ -44,5 +45,9 @@ class TrackModel:
     def lidar(self, plane: np.ndarray, yaw: np.ndarray, quad: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Geometric LIDAR ``[N, beams]`` float32 m of cars at ``plane [N, 2]`` heading ``yaw [N]``."""
         plane = np.ascontiguousarray(plane, np.float64)
-        lidar_cars(len(plane), self.edges, plane, yaw, quad, self.angles, self.origins, self.range, out, threads=1)
+        track_id, quad_off = single_track(len(plane), self.track.n_quads)
+        lidar_cars(
+            len(plane), self.edges, track_id, quad_off, plane, yaw, quad, self.angles, self.origins, self.range, out,
+            threads=1,
+        )  # fmt: skip
         return out

@@ -100,6 +100,8 @@ class ObsLayout:
         names = FLAVOUR_FIELDS.get(flavour) if flavour is not None else None
         if flavour is not None and names is None:
             raise EvoError(f"unknown flavour {flavour!r}; use one of {list(FLAVOUR_FIELDS)}")
+        if names is not None and n_fields == len(names) + 1:  # env.lookahead_points: the course preview
+            names = (*names, "lookahead")
         if n_fields < 1 or (names is not None and n_fields != len(names)):
             raise EvoError(
                 f"observation space has {len(parts)} entries, which does not match "

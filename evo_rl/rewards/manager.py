@@ -14,6 +14,7 @@ from evo_rl.errors import ConfigError, EvoError
 from evo_rl.rewards import terms as _builtin_terms  # noqa: F401 - registers the NumPy terms
 from evo_rl.rewards import trajectory as _trajectory  # noqa: F401 - registers progress_trajectory
 from evo_rl.rewards.base import TERMS, RewardOutput, RewardTerm, StepContext
+from evo_rl.rewards.multitrack import ReferenceSet, TrackGroup
 from evo_rl.rewards.reference_trajectory import ReferenceTrajectory, as_points3, load_reference
 from evo_rl.sim.track import Track
 
@@ -30,7 +31,8 @@ class RewardManager:
     names of :data:`evo_rl.envs.source.FIELDS`; None: the simulator's
     ``World.provides``); a term or rule that needs data the source lacks is a
     :class:`~evo_rl.errors.ConfigError` here, at start-up, naming both. ``track`` is
-    the source's track model, None when it has none. ``reference`` is a ``[P, 3]``
+    the source's track model, None when it has none, or a :class:`~evo_rl.rewards.multitrack.TrackGroup`
+    when its cars drive several tracks (each track then gets its own reference). ``reference`` is a ``[P, 3]``
     or ``[P, 2]`` trajectory; when None, ``episode.reference`` names it: null or
     ``centre`` (the track's centre line), ``racing_line`` (the simulator's
     minimum-curvature line for the default car) or a ``.npy``/``.csv`` file.
@@ -40,7 +42,7 @@ class RewardManager:
         self,
         terms: list[RewardTermConfig],
         episode: EpisodeConfig,
-        track: Track | None,
+        track: Track | TrackGroup | None,
         n_envs: int,
         source: str = "sim",
         reference: np.ndarray | None = None,
@@ -57,7 +59,16 @@ class RewardManager:
         self.source = source
         self.provides = frozenset(provides)
         self.track = track
-        self.reference = _make_reference(reference, episode, track)
+        if isinstance(track, TrackGroup):
+            if reference is not None or episode.reference not in (None, "centre", "racing_line"):
+                raise ConfigError(
+                    "episode.reference names one track's reference, but the cars drive several env.tracks; "
+                    "use episode.reference: null (each track's centre line) or racing_line"
+                )
+            refs = [_make_reference(None, episode, t) for t in track.tracks]
+            self.reference: Any = ReferenceSet(refs, track.track_id)
+        else:
+            self.reference = _make_reference(reference, episode, track)
         self.labels: list[str] = []
         self.weights: list[float] = []
         self.terms: list[Any] = []
@@ -116,6 +127,12 @@ class RewardManager:
                 f"{consumer} needs {', '.join(missing)}, which the car source {self.source!r} does not provide "
                 f"(it provides: {', '.join(sorted(self.provides)) or 'nothing'}); {fix}"
             )
+
+    def add_tracks(self, tracks: list[Track]) -> None:
+        """The source added ``tracks`` (already in the :class:`TrackGroup`): give them references."""
+        if not isinstance(self.track, TrackGroup):
+            raise EvoError("add_tracks needs a RewardManager built for several tracks (a TrackGroup)")
+        self.reference.add([_make_reference(None, self.episode, t) for t in tracks])
 
     # ------------------------------------------------------------------ stepping
 

@@ -13,10 +13,11 @@ from pydantic import Field
 
 from evo_rl.config import Section
 from evo_rl.rewards.base import RewardTerm, StepContext, register
+from evo_rl.rewards.multitrack import TrackGroup
 
 if TYPE_CHECKING:
     from evo_rl.rewards.reference_trajectory import ReferenceTrajectory
-    from evo_rl.sim.track import Track
+from evo_rl.sim.track import Track
 
 
 @register
@@ -51,12 +52,26 @@ class Speed(RewardTerm):
     def __init__(self, n_envs: int, track: Track | None, reference: ReferenceTrajectory, **params: Any) -> None:
         super().__init__(n_envs, track, reference, **params)
         assert track is not None  # guaranteed by needs = {"track", ...}: the manager refuses sources without one
-        d = np.diff(track.center, axis=0)  # [M, 2]
-        self._tangent = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)  # [M, 2] unit
+        self._group = track if isinstance(track, TrackGroup) else None
+        self._first = np.zeros(1, np.int64)  # [K] first row of each track in _tangent
+        self._tangent = _tangents(track) if self._group is None else np.zeros((0, 2))  # [M, 2] unit
+        self._n_tracks = 0
 
     def __call__(self, ctx: StepContext) -> np.ndarray:
-        t = self._tangent[ctx.world.quad]  # [N, 2]
+        row = ctx.world.quad
+        if self._group is not None:  # several tracks: each car reads its own track's rows
+            if self._n_tracks != len(self._group.tracks):
+                self._tangent, self._first = self._group.quad_tables(_tangents)
+                self._n_tracks = len(self._group.tracks)
+            row = self._first[self._group.track_id] + row
+        t = self._tangent[row]  # [N, 2]
         return (ctx.world.vel * t).sum(axis=1)
+
+
+def _tangents(track: Track) -> np.ndarray:
+    """Unit direction of each quad's centre line ``[M, 2]``."""
+    d = np.diff(track.center, axis=0)  # [M, 2]
+    return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
 
 
 @register

@@ -28,7 +28,9 @@ import numpy as np
 from pydantic import Field
 
 from evo_rl.config import Section
+from evo_rl.errors import ConfigError
 from evo_rl.rewards.base import RewardTerm, StepContext, register
+from evo_rl.rewards.multitrack import TrackGroup
 from evo_rl.sim.kernels import PARALLEL_CARS, car_loop
 
 if TYPE_CHECKING:
@@ -249,6 +251,11 @@ class ProgressTrajectory(RewardTerm):
 
     def __init__(self, n_envs: int, track: Track | None, reference: ReferenceTrajectory, **params: Any) -> None:
         super().__init__(n_envs, track, reference, **params)
+        if isinstance(track, TrackGroup):
+            raise ConfigError(
+                "progress_trajectory follows one reference trajectory, but the cars drive several env.tracks; "
+                "use progress_distance (or potential_progress) for multi-track training"
+            )
         pts = reference.dense if self.params.resample else reference.points3
         self.data = np.ascontiguousarray(pts, dtype=np.float64)  # [Q, 3]
         chords = np.linalg.norm(np.diff(self.data, axis=0), axis=1)

@@ -27,7 +27,7 @@ import numpy as np
 
 from evo_rl.errors import EvoError
 from evo_rl.sim.geometry import HIT_NONE, trace
-from evo_rl.sim.kernels import PARALLEL_IMAGES, car_loop
+from evo_rl.sim.kernels import PARALLEL_IMAGES, car_loop, track_slices
 from evo_rl.sim.screen_lidar import WINDOW_HEIGHT, WINDOW_WIDTH
 from evo_rl.sim.sensors import camera_tables
 from evo_rl.sim.world import World
@@ -90,14 +90,15 @@ def cockpit_car(
 
 @car_loop(PARALLEL_IMAGES)
 def cockpit_cars(
-    edges: np.ndarray, pos: np.ndarray, yaw: np.ndarray, quad: np.ndarray, cols: np.ndarray, depth: np.ndarray,
-    focal: float, horizon: float, eye_height: float, wall_height: float, max_range: float, colors: np.ndarray,
-    out: np.ndarray,
+    edges: np.ndarray, track_id: np.ndarray, quad_off: np.ndarray, pos: np.ndarray, yaw: np.ndarray,
+    quad: np.ndarray, cols: np.ndarray, depth: np.ndarray, focal: float, horizon: float, eye_height: float,
+    wall_height: float, max_range: float, colors: np.ndarray, out: np.ndarray,
 ) -> None:  # fmt: skip
-    """Cockpit views of every car into ``out [N, H, W, C]``."""
+    """Cockpit views of every car into ``out [N, H, W, C]`` (car ``i`` on track ``track_id[i]`` of the pack)."""
     for i in numba.prange(pos.shape[0]):
-        cockpit_car(i, edges, pos, yaw, quad, cols, depth, focal, horizon, eye_height, wall_height, max_range,
-                    colors, out)  # fmt: skip
+        q0, q1, _, _ = track_slices(quad_off, track_id[i])
+        cockpit_car(i, edges[q0:q1], pos, yaw, quad, cols, depth, focal, horizon, eye_height, wall_height,
+                    max_range, colors, out)  # fmt: skip
 
 
 def cockpit_view(
@@ -120,8 +121,8 @@ def cockpit_view(
     colors = palette(1 if grey else 3)  # [3, C]
     out = np.empty((len(idx), height, width, colors.shape[1]), np.uint8)  # [K, H, W, C]
     cockpit_cars(
-        len(idx), world.edges, world.pos[idx], world.yaw[idx], world.quad[idx], cols, depth, focal, horizon,
-        eye_height, wall_height, max_range, colors, out, threads=world.sim.threads,
+        len(idx), world.edges, world.track_id[idx], world.quad_off, world.pos[idx], world.yaw[idx], world.quad[idx],
+        cols, depth, focal, horizon, eye_height, wall_height, max_range, colors, out, threads=world.sim.threads,
     )  # fmt: skip
     return out.reshape(out.shape[:3]) if grey else out
 

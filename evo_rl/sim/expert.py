@@ -17,12 +17,13 @@ returns actions for all its cars at once (no loop over cars):
   fraction of the steps; with analog pedals it presses them in proportion to
   the speed error, capped the same way.
 
-:func:`run_expert_lap` drives one lap and records it.
+:func:`run_expert_lap` drives one lap and records it (:func:`record_lap` records any driver's lap).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,7 +117,10 @@ def _pulse(share: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 @dataclass
 class LapResult:
-    """One recorded lap of the expert driver, one row per control step (the start pose first)."""
+    """One recorded lap, one row per control step (the start pose first).
+
+    The expert's (:func:`run_expert_lap`) or any driver's (:func:`record_lap`).
+    """
 
     track: str
     finished: bool
@@ -137,8 +141,22 @@ def run_expert_lap(
 ) -> LapResult:
     """Drive one lap of ``track`` with the expert and the config's car, simulator and controls."""
     ref = reference if reference is not None else compute_reference_lap(track, cfg.car)
+    return record_lap(track, cfg, ExpertDriver(track, cfg.car, ref).act, max_seconds, ref)
+
+
+def record_lap(
+    track: Track,
+    cfg: EvoConfig,
+    act: Callable[[World], np.ndarray],
+    max_seconds: float = 300.0,
+    reference: ReferenceLap | None = None,
+) -> LapResult:
+    """Drive one lap of ``track`` from the start with ``act(world) -> actions [1, 3]`` and record it.
+
+    The car, simulator and controls are the config's; the lap ends at the finish or after ``max_seconds``.
+    """
+    ref = reference if reference is not None else compute_reference_lap(track, cfg.car)
     world = World(track, 1, cfg.car, cfg.lidar, cfg.camera, cfg.sim, controls=cfg.env.controls)
-    driver = ExpertDriver(track, cfg.car, ref)
     steps = int(math.ceil(max_seconds / cfg.sim.dt))
     times, pos3, yaw, speeds, gears, actions = [], [], [], [], [], []
     wall_contacts = 0
@@ -152,7 +170,7 @@ def run_expert_lap(
 
     record()
     for _ in range(steps):
-        action = driver.act(world)  # [1, 3]
+        action = act(world)  # [1, 3]
         actions.append(action[0])
         world.step(action)
         wall_contacts += int(world.wall_contact[0])

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numba
+import numpy as np
 
 CHUNK = 32  # items per work unit of a threaded loop: a busy core delays a step by one chunk, not half the cars
 PARALLEL_CARS = 256  # cheap per-car loops with fewer cars than this run on the calling thread
@@ -76,3 +77,17 @@ def car_loop(min_parallel: int = PARALLEL_CARS) -> Callable[[Callable], CarLoop]
         return CarLoop(fn, min_parallel)
 
     return wrap
+
+
+@numba.njit(cache=True)
+def track_slices(quad_off: np.ndarray, k: int) -> tuple[int, int, int, int]:
+    """(first quad, end quad, first cross-section, end cross-section) of track ``k`` of a
+    :class:`~evo_rl.sim.trackset.PackedTracks` whose quad offsets are ``quad_off [K+1]``."""
+    q0 = quad_off[k]
+    q1 = quad_off[k + 1]
+    return q0, q1, q0 + k, q1 + k + 1
+
+
+def single_track(n_cars: int, n_quads: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(track_id [n_cars], quad_off [2])`` of cars that all drive one track of ``n_quads`` quads."""
+    return np.zeros(n_cars, np.int64), np.array([0, n_quads], np.int64)

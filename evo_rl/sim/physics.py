@@ -32,9 +32,9 @@ import math
 import numba
 import numpy as np
 
-from evo_rl.config import CarConfig
+from evo_rl.config import CarConfig, RandomiseConfig
 from evo_rl.sim.geometry import HIT_NONE, quad_lateral, quad_progress, trace
-from evo_rl.sim.kernels import PARALLEL_CARS, car_loop
+from evo_rl.sim.kernels import PARALLEL_CARS, car_loop, track_slices
 
 GRAVITY = 9.81  # m/s²
 SLIP_TIME = 0.05  # s over which gripping tyres remove sideways slip
@@ -102,6 +102,23 @@ def car_params(car: CarConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ratios = np.asarray(car.gear_ratios, np.float64)  # [G]
     top = car.top_speed * ratios[-1] / ratios  # [G]
     return p, ratios, top
+
+
+def randomised_params(base: np.ndarray, k: int, rng: np.random.Generator, ranges: RandomiseConfig) -> np.ndarray:
+    """``k`` rows of car parameters ``[k, N_PARAMS]``: ``base`` with each randomised quantity multiplied by a
+    uniform draw from its range (``randomise.grip``, ``engine``, ``mass``, ``drag``, ``steer_rate``)."""
+    out = np.tile(base, (k, 1))  # [k, N_PARAMS]
+    for name, col, power in (
+        ("grip", P_GRIP, 1.0),
+        ("engine", P_ENGINE, 1.0),
+        ("mass", P_INV_MASS, -1.0),  # the kernels hold 1 / mass
+        ("drag", P_DRAG, 1.0),
+        ("steer_rate", P_STEER_RATE, 1.0),
+    ):
+        r = getattr(ranges, name)
+        if r is not None:
+            out[:, col] *= rng.uniform(r[0], r[1], k) ** power
+    return out
 
 
 def _auto_gear(v: np.ndarray, car: CarConfig) -> np.ndarray:
@@ -357,8 +374,25 @@ def step_car(
 
 @car_loop(PARALLEL_CARS)
 def step_cars(
-    tables: tuple, state: tuple, actions: np.ndarray, finish: int, analog: bool, dt: float, substeps: int
+    tables: tuple,
+    state: tuple,
+    actions: np.ndarray,
+    track_id: np.ndarray,
+    quad_off: np.ndarray,
+    finish: np.ndarray,
+    analog: bool,
+    dt: float,
+    substeps: int,
 ) -> None:
-    """One control step of every car. ``actions [N, 3]`` float64, finite and clipped."""
+    """One control step of every car. ``actions [N, 3]`` float64, finite and clipped.
+
+    ``tables = (params [N, N_PARAMS], gear_ratios, gear_top_speed, inset, edges, s, center, cp_count)`` with the
+    track arrays of a :class:`~evo_rl.sim.trackset.PackedTracks`: car ``i`` drives track ``track_id[i]``
+    (quads ``quad_off[k]..quad_off[k+1]``, finish quad ``finish[k]``) with its own car parameters ``params[i]``.
+    """
+    params, ratios, top, inset, edges, s, center, cp_count = tables
     for i in numba.prange(actions.shape[0]):
-        step_car(i, tables, state, actions, finish, analog, dt / substeps, substeps)
+        k = track_id[i]
+        q0, q1, c0, c1 = track_slices(quad_off, k)
+        car = (params[i], ratios, top, inset[q0:q1], edges[q0:q1], s[c0:c1], center[c0:c1], cp_count[q0:q1])
+        step_car(i, car, state, actions, finish[k], analog, dt / substeps, substeps)

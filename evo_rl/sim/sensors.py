@@ -31,7 +31,7 @@ import numpy as np
 
 from evo_rl.config import CameraConfig, CarConfig, LidarConfig
 from evo_rl.sim.geometry import BACK, FRONT, HIT_LEFT, HIT_NONE, HIT_RIGHT, cross, quad_exit, trace
-from evo_rl.sim.kernels import PARALLEL_CARS, PARALLEL_IMAGES, car_loop
+from evo_rl.sim.kernels import PARALLEL_CARS, PARALLEL_IMAGES, car_loop, track_slices
 
 GATE_NONE, GATE_START, GATE_CHECKPOINT, GATE_FINISH = 0, 1, 2, 3  # marking on a cross-section
 BAND = 5.0  # m, length of the road's alternating bands
@@ -104,6 +104,8 @@ def lidar_car(
 @car_loop(PARALLEL_CARS)
 def lidar_cars(
     edges: np.ndarray,
+    track_id: np.ndarray,
+    quad_off: np.ndarray,
     pos: np.ndarray,
     yaw: np.ndarray,
     quad: np.ndarray,
@@ -112,11 +114,12 @@ def lidar_cars(
     max_range: float,
     out: np.ndarray,
 ) -> None:
-    """LIDAR of every car into ``out [N, B]``."""
+    """LIDAR of every car into ``out [N, B]``; car ``i`` on track ``track_id[i]`` of the packed ``edges``."""
     beam_cos = np.cos(angles)  # [B]
     beam_sin = np.sin(angles)  # [B]
     for i in numba.prange(pos.shape[0]):
-        lidar_car(i, edges, pos, yaw, quad, beam_cos, beam_sin, origins, max_range, out)
+        q0, q1, _, _ = track_slices(quad_off, track_id[i])
+        lidar_car(i, edges[q0:q1], pos, yaw, quad, beam_cos, beam_sin, origins, max_range, out)
 
 
 def camera_tables(camera: CameraConfig) -> tuple:
@@ -282,12 +285,13 @@ def image_car(i: int, edges: np.ndarray, s: np.ndarray, gate: np.ndarray, pos: n
 
 @car_loop(PARALLEL_IMAGES)
 def images_cars(
-    edges: np.ndarray, s: np.ndarray, gate: np.ndarray, pos: np.ndarray, yaw: np.ndarray, quad: np.ndarray,
-    cam: tuple, out: np.ndarray,
+    edges: np.ndarray, s: np.ndarray, gate: np.ndarray, track_id: np.ndarray, quad_off: np.ndarray,
+    pos: np.ndarray, yaw: np.ndarray, quad: np.ndarray, cam: tuple, out: np.ndarray,
 ) -> None:  # fmt: skip
-    """First-person frames of every car into ``out [N, H, W]`` uint8."""
+    """First-person frames of every car into ``out [N, H, W]`` uint8 (packed tracks as in :func:`lidar_cars`)."""
     for i in numba.prange(pos.shape[0]):
-        image_car(i, edges, s, gate, pos, yaw, quad, cam, out)
+        q0, q1, c0, c1 = track_slices(quad_off, track_id[i])
+        image_car(i, edges[q0:q1], s[c0:c1], gate[c0:c1], pos, yaw, quad, cam, out)
 
 
 def gate_marks(n_sections: int, start: int, checkpoints: np.ndarray, finish: int) -> np.ndarray:

@@ -8,22 +8,23 @@ simulator"); :meth:`World.step` advances every car by one control step of
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from evo_rl.config import CameraConfig, CarConfig, LidarConfig, SimConfig
 from evo_rl.errors import ConfigError, EvoError, TrackError
-from evo_rl.sim.geometry import inset_walls, locate, strip_edges, track_coords
-from evo_rl.sim.physics import STATE, car_params, step_cars
+from evo_rl.sim.geometry import locate, track_coords
+from evo_rl.sim.physics import P_IDLE_RPM, STATE, car_params, step_cars
 from evo_rl.sim.sensors import (
     beam_layout,
     camera_tables,
-    gate_marks,
     images_cars,
     lidar_cars,
 )
 from evo_rl.sim.track import Track
+from evo_rl.sim.trackset import PackedTracks
 
 START_AHEAD = 2.0  # m between the start line and a car's centre at a reset (at most half the start quad)
 
@@ -45,10 +46,14 @@ def check_actions(actions: Any, n_envs: int, dtype: type = np.float32) -> np.nda
 
 
 class World:
-    """``n_envs`` cars on ``track``; every array attribute has one row per car.
+    """``n_envs`` cars on ``track`` (or on several tracks); every array attribute has one row per car.
 
     A :class:`~evo_rl.envs.source.CarSource`: it provides every field but ``air`` (cars stay on the road)
-    and ``inputs``.
+    and ``inputs``. Given a list of tracks, car ``i`` drives ``tracks[track_id[i]]`` (all start on the
+    first; :meth:`reset` moves cars to other tracks, :meth:`add_tracks` adds tracks), and all cars still
+    step in one kernel call (:class:`~evo_rl.sim.trackset.PackedTracks`). ``params [N, N_PARAMS]`` holds
+    each car's physics (:func:`~evo_rl.sim.physics.car_params` of ``car`` unless changed, as domain
+    randomisation does).
     """
 
     name = "sim"
@@ -60,7 +65,7 @@ class World:
 
     def __init__(
         self,
-        track: Track,
+        track: Track | Sequence[Track],
         n_envs: int,
         car: CarConfig | None = None,
         lidar: LidarConfig | None = None,
@@ -72,7 +77,9 @@ class World:
             raise EvoError(f"n_envs must be at least 1, got {n_envs}")
         if controls not in ("binary", "analog"):
             raise EvoError(f"controls must be 'binary' or 'analog', got {controls!r}")
-        self.track = track
+        tracks = [track] if isinstance(track, Track) else list(track)
+        if not tracks:
+            raise EvoError("World needs at least one track")
         self.n_envs = int(n_envs)
         self.car = car or CarConfig()
         self.lidar_cfg = lidar or LidarConfig()
@@ -81,18 +88,12 @@ class World:
         self.analog = controls == "analog"
         self.dt = self.sim.dt
         _check_car(self.car)
-        m = track.n_quads
-        if not (0 <= track.start < track.finish < m):
-            raise TrackError(
-                f"track {track.name!r}: need 0 <= start < finish < {m} quads, got {track.start}, {track.finish}"
-            )
-
-        self.edges = strip_edges(track.left, track.right)  # [M, 4, 3] walls of the road
-        self.inset = strip_edges(*inset_walls(track.left, track.right, self.car.half_width))  # [M, 4, 3] car centre
-        self._params, self._ratios, self._top = car_params(self.car)
-        cps = np.sort(np.asarray(track.checkpoints, np.int64))
-        self._cp_count = np.searchsorted(cps, np.arange(m), side="right").astype(np.int64)  # [M] gates at/behind q
-        self._gate = gate_marks(m + 1, track.start, cps, track.finish)  # [M+1]
+        for t in tracks:
+            _check_ends(t)
+        self.pack = PackedTracks(tracks, self.car.half_width)  # every track's kernel arrays, packed
+        base, self._ratios, self._top = car_params(self.car)
+        self.params = np.tile(base, (self.n_envs, 1))  # [N, N_PARAMS] each car's physics
+        self.track_id = np.zeros(self.n_envs, np.int64)  # [N] index in `tracks` of each car's track
         self.beam_angles, self.beam_origins = beam_layout(self.lidar_cfg, self.car)  # [B], [B, 2]
         self._camera = camera_tables(self.camera_cfg)
         self._actions = np.zeros((self.n_envs, 3), np.float64)  # [N, 3] clipped actions of the current step
@@ -118,6 +119,41 @@ class World:
         self.reset()
 
     @property
+    def tracks(self) -> list[Track]:
+        """The tracks cars may drive (one unless several were given)."""
+        return self.pack.tracks
+
+    @property
+    def track(self) -> Track:
+        """The first track: the one every car drives on a single-track world."""
+        return self.pack.tracks[0]
+
+    @property
+    def edges(self) -> np.ndarray:
+        """Walls of every quad of every track ``[Q, 4, 3]`` (one track: its quads, in order)."""
+        return self.pack.edges
+
+    @property
+    def inset(self) -> np.ndarray:
+        """The walls inset by the car's half width ``[Q, 4, 3]``: where its centre may go."""
+        return self.pack.inset
+
+    @property
+    def quad_off(self) -> np.ndarray:
+        """First quad of each track in :attr:`edges` ``[K+1]`` (then the total)."""
+        return self.pack.quad_off
+
+    def add_tracks(self, tracks: Sequence[Track]) -> list[int]:
+        """Add ``tracks`` for later episodes; returns their ``track_id`` values. Cars keep their tracks."""
+        for t in tracks:
+            _check_ends(t)
+        return self.pack.add(tracks)
+
+    def car_tracks(self) -> list[Track]:
+        """The track of each car, ``[N]``."""
+        return [self.pack.tracks[k] for k in self.track_id]
+
+    @property
     def race_time_ms(self) -> np.ndarray:
         """Race time of every car ``[N]`` int64, whole milliseconds (frozen at the finish), as the games count it."""
         return np.rint(self.race_ticks * (1000.0 * self.dt / self.sim.substeps)).astype(np.int64)
@@ -138,9 +174,10 @@ class World:
 
     # ------------------------------------------------------------------ episodes
 
-    def start_pose(self, lateral: np.ndarray | float = 0.0) -> tuple[np.ndarray, float]:
-        """Start positions ``[K, 2]`` for lateral offsets ``[K]`` (m, left positive, clipped to the road) and heading."""
-        t = self.track
+    def start_pose(self, lateral: np.ndarray | float = 0.0, track: int = 0) -> tuple[np.ndarray, float]:
+        """Start positions ``[K, 2]`` on track ``track`` for lateral offsets ``[K]`` (m, left positive, clipped
+        to the road) and the start heading."""
+        t = self.pack.tracks[track]
         k = t.start
         c0, c1 = t.center[k], t.center[k + 1]
         seg = c1 - c0
@@ -153,32 +190,49 @@ class World:
         return pos, math.atan2(seg[1], seg[0])
 
     def reset(
-        self, mask: np.ndarray | None = None, lateral: np.ndarray | None = None, yaw: np.ndarray | None = None
+        self,
+        mask: np.ndarray | None = None,
+        lateral: np.ndarray | None = None,
+        yaw: np.ndarray | None = None,
+        track_id: np.ndarray | None = None,
     ) -> None:
         """Put the cars of ``mask [N]`` (all if None) at rest just after the start line.
 
         ``lateral [N]`` (m, left positive) and ``yaw [N]`` (rad) are optional
-        per-car perturbations of the start pose; only the masked rows are used.
+        per-car perturbations of the start pose; ``track_id [N]`` optionally moves cars to other
+        tracks of :attr:`tracks`. Only the masked rows are used.
         """
         idx = np.arange(self.n_envs) if mask is None else np.flatnonzero(np.asarray(mask, bool).reshape(self.n_envs))
         if len(idx) == 0:
             return
-        lat = np.zeros(len(idx)) if lateral is None else np.asarray(lateral, np.float64).reshape(self.n_envs)[idx]
-        pos, heading = self.start_pose(lat)
-        lo = max(self.track.start - 2, 0)  # the start pose lies in quad `start`; look only around it
-        quads = locate(self.inset[lo : self.track.start + 3], pos) + lo
-        quads[quads < lo] = self.track.start
-        self.pos[idx] = pos
-        self.yaw[idx] = heading if yaw is None else heading + np.asarray(yaw, np.float64).reshape(self.n_envs)[idx]
+        if track_id is not None:
+            ids = np.asarray(track_id, np.int64).reshape(self.n_envs)[idx]
+            if ids.min() < 0 or ids.max() >= len(self.pack):
+                raise EvoError(f"track_id must be in 0..{len(self.pack) - 1}, got {sorted(set(ids.tolist()))}")
+            self.track_id[idx] = ids
+        lat_all = np.zeros(self.n_envs) if lateral is None else np.asarray(lateral, np.float64).reshape(self.n_envs)
+        yaw_all = np.zeros(self.n_envs) if yaw is None else np.asarray(yaw, np.float64).reshape(self.n_envs)
+        for k in np.unique(self.track_id[idx]):
+            rows = idx[self.track_id[idx] == k]
+            t, quads_k, sections = self.pack.tracks[k], self.pack.quads(k), self.pack.sections(k)
+            pos, heading = self.start_pose(lat_all[rows], int(k))
+            inset = self.pack.inset[quads_k]
+            lo = max(t.start - 2, 0)  # the start pose lies in quad `start`; look only around it
+            quads = locate(inset[lo : t.start + 3], pos) + lo
+            quads[quads < lo] = t.start
+            self.pos[rows] = pos
+            self.yaw[rows] = heading + yaw_all[rows]
+            self.quad[rows] = quads
+            s, lat_now = track_coords(
+                self.pack.edges[quads_k], self.pack.s[sections], self.pack.center[sections], quads, pos
+            )
+            self.progress_s[rows] = s
+            self.lateral[rows] = lat_now
         self.vel[idx] = 0.0
         self.yaw_rate[idx] = 0.0
         self.steer[idx] = 0.0
         self.gear[idx] = 0
-        self.rpm[idx] = self.car.idle_rpm
-        self.quad[idx] = quads
-        s, lat_now = track_coords(self.edges, self.track.s, self.track.center, quads, pos)
-        self.progress_s[idx] = s
-        self.lateral[idx] = lat_now
+        self.rpm[idx] = self.params[idx, P_IDLE_RPM]
         self.wall_contact[idx] = False
         self.checkpoints[idx] = 0
         self.cp_forward[idx] = 0
@@ -194,12 +248,12 @@ class World:
         Out-of-range values are clipped; NaN or infinite values raise EvoError before any state changes.
         """
         self._actions[:] = check_actions(actions, self.n_envs, np.float64)
-        t = self.track
-        tables = (self._params, self._ratios, self._top, self.inset, self.edges, t.s, t.center, self._cp_count)
+        pk = self.pack
+        tables = (self.params, self._ratios, self._top, pk.inset, pk.edges, pk.s, pk.center, pk.cp_count)
         state = tuple(getattr(self, k) for k in STATE)
         step_cars(
-            self.n_envs, tables, state, self._actions, t.finish, self.analog, self.dt, self.sim.substeps,
-            threads=self.sim.threads,
+            self.n_envs, tables, state, self._actions, self.track_id, pk.quad_off, pk.finish, self.analog, self.dt,
+            self.sim.substeps, threads=self.sim.threads,
         )  # fmt: skip
 
     def observe(self) -> None:
@@ -218,7 +272,7 @@ class World:
         """Game-style positions ``[N, 3]``: ``(x, track.height, y)``."""
         out = np.empty((self.n_envs, 3), np.float64)  # [N, 3]
         out[:, 0] = self.pos[:, 0]
-        out[:, 1] = self.track.height
+        out[:, 1] = self.pack.height[self.track_id]
         out[:, 2] = self.pos[:, 1]
         return out
 
@@ -239,12 +293,10 @@ class World:
             if idx is not None:
                 out[idx] = sub
             return out
-        pos, yaw, quad = (
-            (self.pos, self.yaw, self.quad) if idx is None else (self.pos[idx], self.yaw[idx], self.quad[idx])
-        )
+        pos, yaw, quad, tid = self._car_rows(idx)
         lidar_cars(
-            len(sub), self.edges, pos, yaw, quad, self.beam_angles, self.beam_origins, self.lidar_cfg.range, sub,
-            threads=self.sim.threads,
+            len(sub), self.pack.edges, tid, self.pack.quad_off, pos, yaw, quad, self.beam_angles, self.beam_origins,
+            self.lidar_cfg.range, sub, threads=self.sim.threads,
         )  # fmt: skip
         if idx is not None:
             out[idx] = sub
@@ -255,15 +307,21 @@ class World:
         cam = self.camera_cfg
         out = _output(out, (self.n_envs, cam.height, cam.width), np.uint8, "images")
         idx, sub = self._rows(rows, out)
-        pos, yaw, quad = (
-            (self.pos, self.yaw, self.quad) if idx is None else (self.pos[idx], self.yaw[idx], self.quad[idx])
-        )
+        pos, yaw, quad, tid = self._car_rows(idx)
+        pk = self.pack
         images_cars(
-            len(sub), self.edges, self.track.s, self._gate, pos, yaw, quad, self._camera, sub, threads=self.sim.threads
-        )
+            len(sub), pk.edges, pk.s, pk.gate, tid, pk.quad_off, pos, yaw, quad, self._camera, sub,
+            threads=self.sim.threads,
+        )  # fmt: skip
         if idx is not None:
             out[idx] = sub
         return out
+
+    def _car_rows(self, idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(pos, yaw, quad, track_id) of the cars ``idx`` (all when None), as the sensor kernels take them."""
+        if idx is None:
+            return self.pos, self.yaw, self.quad, self.track_id
+        return self.pos[idx], self.yaw[idx], self.quad[idx], self.track_id[idx]
 
     @staticmethod
     def _rows(rows: np.ndarray | None, out: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
@@ -284,6 +342,14 @@ def _output(out: np.ndarray | None, shape: tuple[int, ...], dtype: type, what: s
             f"got {out.dtype} {out.shape}"
         )
     return out
+
+
+def _check_ends(track: Track) -> None:
+    m = track.n_quads
+    if not (0 <= track.start < track.finish < m):
+        raise TrackError(
+            f"track {track.name!r}: need 0 <= start < finish < {m} quads, got {track.start}, {track.finish}"
+        )
 
 
 def _check_car(car: CarConfig) -> None:

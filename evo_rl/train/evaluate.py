@@ -67,6 +67,8 @@ class Evaluator:
         self.cfg = cfg
         self.episodes = episodes
         self.sequential = env is not None
+        if track is None:
+            track = cfg.env.track  # with env.tracks, training draws from many tracks; evaluation drives env.track
         self.env = env if env is not None else VecTrackEnv(cfg, n_envs=episodes, track=track, autoreset=False)
         self.seed = cfg.env.seed + 1_000_003 if seed is None else seed
         self.reference_lap_time = reference_lap_time(self.env.track, cfg)

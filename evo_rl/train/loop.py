@@ -669,6 +669,9 @@ class Trainer:
             record["episode"] = episode
         if losses:
             record["losses"] = losses
+        pool = getattr(getattr(self.env, "core", None), "pool", None)
+        if pool is not None:  # env.tracks: the curriculum's level and the tracks drawn from
+            record["tracks"] = {"level": pool.level, "difficulty": pool.difficulty, "drawn_from": len(pool.active)}
         self.logger.log(record)
         self.interval = Interval()
 
