@@ -477,6 +477,12 @@ class TrainConfig(Section):
     updates_per_step: float = Field(0.25, gt=0, description="off-policy: gradient updates per step of one car")
     eval_every_minutes: float = Field(2.0, gt=0, description="evaluation schedule, minutes of unpaused time")
     eval_episodes: int = Field(5, ge=1, description="deterministic episodes per evaluation (one car each, at once)")
+    demo_episodes: int = Field(
+        0, ge=0, description="off-policy, simulator: expert episodes driven into the replay before training; 0: none"
+    )
+    bc_updates: int = Field(
+        0, ge=0, description="behaviour-cloning batches of the actor on the demonstrations before training; 0: none"
+    )
     checkpoint_every_minutes: float = Field(
         1.0, gt=0, description="checkpoint schedule, minutes of unpaused time (a kill -9 loses at most this much)"
     )

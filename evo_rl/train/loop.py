@@ -45,6 +45,7 @@ from evo_rl.train.checkpoint import Checkpoint, CheckpointManager, rng_state, se
 from evo_rl.train.collect import Collector, EpisodeEnd, EpisodeTracker
 from evo_rl.train.dashboard import Dashboard
 from evo_rl.train.evaluate import EvalResult, Evaluator, RecentEpisodes
+from evo_rl.train.imitation import behaviour_cloning, check_imitation, collect_demos
 from evo_rl.train.learn import Learner
 from evo_rl.train.logger import MetricsLogger, truncate_metrics
 from evo_rl.train.policy import save_policy
@@ -241,6 +242,7 @@ class Trainer:
             self.learner = Learner(cfg, self.agent, layout, self.n_envs)
             self.memory = self.learner.memory
             self.collector = self._make_collector(layout)
+        check_imitation(cfg, self.on_policy)
         self.evaluator: Evaluator | RecentEpisodes
         if cfg.env.source == "sim":
             self.evaluator = Evaluator(cfg, cfg.train.eval_episodes)
@@ -510,6 +512,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ stepping
 
+    def _imitate(self) -> None:
+        """Seed the replay with expert episodes and clone them into the actor (train.demo_episodes, bc_updates)."""
+        assert self.collector is not None and self.learner is not None
+        stats, _ = collect_demos(self.collector, self.learner, self.cfg, self.cfg.train.demo_episodes)
+        self._notes.append(stats.line())
+        if self.cfg.train.bc_updates and self.learner.ready():
+            bc = behaviour_cloning(self.agent, self.memory, self.cfg.train.bc_updates, self.cfg.memory.batch_size)
+            self._notes.append(
+                f"behaviour cloning: {self.cfg.train.bc_updates} batches, negative log-likelihood "
+                f"{bc['bc_nll_first']:.2f} -> {bc['bc_nll_last']:.2f}"
+            )
+
     def _random_phase(self) -> bool:
         """Off-policy runs act at random for their first ``train.start_steps`` car-steps."""
         return not self.on_policy and self.counters.env_steps < self.cfg.train.start_steps
@@ -692,6 +706,9 @@ class Trainer:
         self._stop = None
         old_handlers = self._install_signals()
         self._reset_env(cfg.env.seed + 7919 * (c.sessions - 1))
+        if c.env_steps == 0 and cfg.train.demo_episodes and self.collector is not None:
+            self._imitate()
+            self._reset_env(cfg.env.seed + 1)  # the replay ended every demonstration: start the cars afresh
         step = self._onpolicy_step if self.on_policy else self._offpolicy_step
         clock = self._clock = ActiveClock()
         elapsed_before = c.elapsed
