@@ -70,6 +70,14 @@ def test_generated_sets_and_curriculum_knobs() -> None:
     spec = GeneratedTracks(seeds=(10, 14), n_blocks=16, min_radius=16.0)
     a, b = generated_set(spec), generated_set(spec)
     assert [t.name for t in a] == ["gen-10", "gen-11", "gen-12", "gen-13"]
+    assert [t.name for t in generated_set(spec, 0.0)] == [
+        "gen-10-b8-r48",
+        "gen-11-b8-r48",
+        "gen-12-b8-r48",
+        "gen-13-b8-r48",
+    ]
+    again = get_track("gen-12-b8-r48")  # generated names read back as the same tracks
+    np.testing.assert_array_equal(again.left, generated_set(spec, 0.0)[2].left)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x.left, y.left)  # the same seeds give the same tracks
     assert curriculum_knobs(spec, 0.0) == (8, 48.0) and curriculum_knobs(spec, 1.0) == (16, 16.0)
@@ -77,8 +85,10 @@ def test_generated_sets_and_curriculum_knobs() -> None:
     assert all(e.length < h.length for e, h in zip(easy, a, strict=True)) or np.mean(
         [e.length for e in easy]
     ) < np.mean([h.length for h in a])
-    widths = [t.width for t in generated_set(spec, road_width=(12.0, 16.0))]
+    wide = generated_set(spec, road_width=(12.0, 16.0))
+    widths = [t.width for t in wide]
     assert all(12.0 <= w <= 16.0 for w in widths) and len(set(widths)) == 4
+    np.testing.assert_array_equal(get_track(wide[0].name).left, wide[0].left)
     with pytest.raises(ValueError, match="is empty"):
         GeneratedTracks(seeds=(5, 5))
 
@@ -91,14 +101,14 @@ def test_track_pool_draws_and_promotes() -> None:
     cfg.env.curriculum.window = 4
     cfg.env.curriculum.promote_at = 0.75
     pool = TrackPool(cfg)
-    assert [t.name for t in pool.tracks] == ["evo-mini", "gen-0-d0.00", "gen-1-d0.00", "gen-2-d0.00"]
+    assert [t.name for t in pool.tracks] == ["evo-mini", "gen-0-b8-r48", "gen-1-b8-r48", "gen-2-b8-r48"]
     assert pool.difficulty == 0.0
     ids = pool.sample(200, np.random.default_rng(0))
     assert set(ids.tolist()) == {0, 1, 2, 3}
     assert pool.record(np.array([True, True, False])) == []  # the window is not full
     assert pool.record(np.array([False])) == []  # 2 of 4: below 0.75
     new = pool.record(np.array([True, True, True]))  # window now T, F, T, T... last 4 = [F, T, T, T]
-    assert [t.name for t in new] == ["gen-0-d0.50", "gen-1-d0.50", "gen-2-d0.50"] and pool.level == 1
+    assert [t.name for t in new] == ["gen-0-b12-r32", "gen-1-b12-r32", "gen-2-b12-r32"] and pool.level == 1
     assert set(pool.sample(200, np.random.default_rng(1)).tolist()) == {0, 4, 5, 6}  # named + the new level
     pool.record(np.ones(4, bool))
     assert pool.level == 2 and pool.difficulty == 1.0 and pool.tracks[-1].name == "gen-2"
@@ -180,7 +190,7 @@ def test_curriculum_level_joins_the_running_environment() -> None:
         env.step(np.tile([1.0, 0.0, 0.0], (4, 1)))
     pos = env.world.pos.copy()
     env.core._promote(np.ones(2, bool))  # as if two episodes had finished
-    assert [t.name for t in env.world.tracks] == ["gen-0-d0.00", "gen-1-d0.00", "gen-0", "gen-1"]
+    assert [t.name for t in env.world.tracks] == ["gen-0-b8-r48", "gen-1-b8-r48", "gen-0", "gen-1"]
     np.testing.assert_array_equal(env.world.pos, pos)
     assert len(env.core._limits) == 4 and len(env.core.rewards.reference.refs) == 4
     env.reset(seed=1)

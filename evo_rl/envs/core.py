@@ -12,6 +12,7 @@ both, as a simulator needs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -25,7 +26,7 @@ from evo_rl.errors import ConfigError, EvoError
 from evo_rl.rewards import RewardManager, StepContext
 from evo_rl.rewards.multitrack import TrackGroup
 from evo_rl.sim.track import Track
-from evo_rl.sim.world import check_actions
+from evo_rl.sim.world import World, check_actions
 
 STEP_LIMIT_LAPS = 2.5  # an unset env.max_steps allows this many reference laps ...
 STEP_LIMIT_MIN_S = 120.0  # ... and at least this long (2400 steps at 20 steps/s)
@@ -106,8 +107,6 @@ class TrackCore:
         self.n_envs = n_envs
         self.pool: TrackPool | None = None
         if source is None:
-            from evo_rl.sim.world import World
-
             tracks: list[Track]
             if track is None and cfg.env.tracks is not None:
                 self.pool = TrackPool(cfg)
@@ -121,9 +120,12 @@ class TrackCore:
         elif source.n_envs != n_envs:
             raise EvoError(f"the car source {source.name!r} drives {source.n_envs} cars, the environment {n_envs}")
         self.source: CarSource = source
+        self.sim: World | None = source if isinstance(source, World) else None  # the simulator's own state
         self.track: Track | None = source.track
         require(source.name, source.provides, flavour_needs(cfg), f"env.flavour: {cfg.env.flavour}", FLAVOUR_FIX)
-        self.group = TrackGroup(source.tracks, source.track_id) if self.pool is not None else None
+        self.group = None
+        if self.pool is not None and self.sim is not None:
+            self.group = TrackGroup(self.sim.tracks, self.sim.track_id)
         self.rewards = rewards
         if rewards is None:
             self.rewards = RewardManager(
@@ -134,13 +136,15 @@ class TrackCore:
         if cfg.env.lookahead_points:
             if self.track is None:
                 raise ConfigError("env.lookahead_points reads the track model: give env.track a .track of the map")
-            tracks = self.group.tracks if self.group is not None else [self.track]
             track_id = self.group.track_id if self.group is not None else None
-            self.obs.preview = CoursePreview(list(tracks), cfg.env.lookahead_points, cfg.env.lookahead_distance, track_id)
+            preview_tracks = self.group.tracks if self.group is not None else [self.track]
+            self.obs.preview = CoursePreview(
+                preview_tracks, cfg.env.lookahead_points, cfg.env.lookahead_distance, track_id
+            )
         self._limits = np.zeros(0, np.int64)  # [K] step limit of each track
         self._start_s = np.zeros(0)  # [K] arc length of each track's start line, m
         self._length = np.zeros(0)  # [K] start line to finish line, m
-        self._add_tables(self.group.tracks if self.group is not None else [self.track])
+        self._add_tables(list(self.group.tracks) if self.group is not None else [self.track])
         self.step_limits = np.full(n_envs, self._limits[0], np.int64)  # [N] step limit of each car's episode
         self.start_s = float(self._start_s[0])  # the first track's start line (single-track consumers)
         self.length = float(self._length[0])
@@ -151,9 +155,9 @@ class TrackCore:
         self._prev_pos3 = np.zeros((n_envs, 3))  # [N, 3] position before it
         self.randomise = cfg.randomise
         self._rng = np.random.default_rng(cfg.env.seed)  # sensor noise; the last generator restart() was given
-        if self.randomise.physics and not hasattr(source, "params"):
+        if self.randomise.physics and self.sim is None:
             raise ConfigError("randomise: car physics can only be randomised in the simulator (env.source: sim)")
-        self._base_params = np.array(source.params[0]) if self.randomise.physics else None  # type: ignore[attr-defined]
+        self._base_params = self.sim.params[0].copy() if self.randomise.physics and self.sim is not None else None
         lo, hi = self.randomise.latency
         self.delay = np.zeros(n_envs, np.int64)  # [N] action latency of each car's episode, steps
         self._sent = np.zeros((hi + 1, n_envs, 3), np.float32)  # [L+1, N, 3] chosen actions, newest first
@@ -163,7 +167,7 @@ class TrackCore:
         """The longest step limit of an episode on any track the cars may drive."""
         return int(self._limits.max())
 
-    def _add_tables(self, tracks: list[Track | None]) -> None:
+    def _add_tables(self, tracks: Sequence[Track | None]) -> None:
         self._limits = np.concatenate([self._limits, [step_limit(self.cfg, t, self.dt) for t in tracks]]).astype(
             np.int64
         )
@@ -175,7 +179,8 @@ class TrackCore:
         assert self.pool is not None
         new = self.pool.record(finished)
         if new:
-            self.source.add_tracks(new)  # type: ignore[attr-defined]
+            assert self.sim is not None
+            self.sim.add_tracks(new)
             self.rewards.add_tracks(new)
             if self.obs.preview is not None:
                 self.obs.preview.add(new)
@@ -197,17 +202,18 @@ class TrackCore:
         yaw = np.zeros(self.n_envs)  # [N] rad
         lateral[mask] = rng.uniform(-1.0, 1.0, k) * env.start_lateral
         yaw[mask] = rng.uniform(-1.0, 1.0, k) * np.radians(env.start_yaw_deg)
-        if self._base_params is not None:
+        sim = self.sim
+        if self._base_params is not None and sim is not None:
             from evo_rl.sim.physics import randomised_params
 
-            self.source.params[mask] = randomised_params(self._base_params, k, rng, self.randomise)  # type: ignore[attr-defined]
-        if self.pool is not None:
-            ids = self.source.track_id.copy()
+            sim.params[mask] = randomised_params(self._base_params, k, rng, self.randomise)
+        if self.pool is not None and sim is not None:
+            ids = sim.track_id.copy()
             ids[mask] = self.pool.sample(k, rng)
-            self.source.reset(mask, lateral=lateral, yaw=yaw, track_id=ids)  # type: ignore[call-arg]
+            sim.reset(mask, lateral=lateral, yaw=yaw, track_id=ids)
         else:
             self.source.reset(mask, lateral=lateral, yaw=yaw)
-        tid = self.source.track_id[mask] if self.group is not None else np.zeros(k, np.int64)
+        tid = sim.track_id[mask] if self.group is not None and sim is not None else np.zeros(k, np.int64)
         self.step_limits[mask] = self._limits[tid]
         self.obs.start_s[mask] = self._start_s[tid]
         self.obs.length[mask] = self._length[tid]

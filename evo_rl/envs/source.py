@@ -103,7 +103,10 @@ class CarSource(Protocol):
     realtime: bool
     n_envs: int
     dt: float  # control step, s
-    track: Any  # the track model (evo_rl.sim.track.Track), None when there is none
+
+    @property
+    def track(self) -> Any:
+        """The track model (:class:`evo_rl.sim.track.Track`), None when there is none."""
 
     vel: np.ndarray  # [N, 2] m/s, horizontal
     yaw: np.ndarray  # [N] rad

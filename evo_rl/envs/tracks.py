@@ -41,22 +41,39 @@ def curriculum_knobs(spec: GeneratedTracks, difficulty: float) -> tuple[int, flo
 def generated_set(
     spec: GeneratedTracks, difficulty: float = 1.0, road_width: tuple[float, float] | None = None
 ) -> list[Track]:
-    """The tracks of a generated set at ``difficulty`` (named ``gen-<seed>`` or ``gen-<seed>-l<difficulty>``)."""
-    from evo_rl.sim.generate import generate_track
-
+    """The tracks of a generated set at ``difficulty``, named by :func:`generated_name`."""
     n_blocks, min_radius = curriculum_knobs(spec, difficulty)
     out = []
     for seed in range(*spec.seeds):
         width = spec.width
         if road_width is not None:
-            width = float(np.random.default_rng([seed, 1]).uniform(*road_width))
-        name = f"gen-{seed}" if difficulty >= 1.0 else f"gen-{seed}-d{difficulty:.2f}"
+            width = round(float(np.random.default_rng([seed, 1]).uniform(*road_width)), 1)
         checkpoints = min(spec.checkpoints, n_blocks)
         try:
-            out.append(generate_track(seed, n_blocks, min_radius, checkpoints, width, name=name))
+            out.append(generated_track(seed, n_blocks, min_radius, width, checkpoints))
         except TrackError as e:
             raise ConfigError(f"env.tracks: generated set {spec.seeds}: {e}") from None
     return out
+
+
+def generated_name(seed: int, n_blocks: int, min_radius: float, width: float, checkpoints: int) -> str:
+    """``gen-<seed>``, followed by the knobs that differ from the defaults: ``-b<blocks>``, ``-r<radius>``,
+    ``-w<width>``, ``-c<checkpoints>`` (``evo_rl.sim.catalog.get_track`` reads these names back)."""
+    d = GeneratedTracks(seeds=(0, 1))
+    name = f"gen-{seed}"
+    name += f"-b{n_blocks}" if n_blocks != d.n_blocks else ""
+    name += f"-r{min_radius:g}" if min_radius != d.min_radius else ""
+    name += f"-w{width:g}" if width != d.width else ""
+    name += f"-c{checkpoints}" if checkpoints != d.checkpoints else ""
+    return name
+
+
+def generated_track(seed: int, n_blocks: int, min_radius: float, width: float, checkpoints: int) -> Track:
+    """One generated track, named by :func:`generated_name`."""
+    from evo_rl.sim.generate import generate_track
+
+    name = generated_name(seed, n_blocks, min_radius, width, checkpoints)
+    return generate_track(seed, n_blocks, min_radius, checkpoints, width, name=name)
 
 
 class TrackPool:

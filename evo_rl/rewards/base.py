@@ -14,6 +14,7 @@ import numpy as np
 from evo_rl.config import Section
 
 if TYPE_CHECKING:
+    from evo_rl.rewards.multitrack import TrackGroup
     from evo_rl.rewards.reference_trajectory import ReferenceTrajectory
     from evo_rl.sim.track import Track
 
@@ -46,7 +47,9 @@ class RewardTerm:
     ``evo-rl reward terms``), declares its parameters as the pydantic model
     ``Params`` and the car-source fields it reads in ``needs`` (names of
     :data:`evo_rl.envs.source.FIELDS`: a source that lacks one is refused at start-up). It is built as
-    ``Term(n_envs, track, reference, **params)``.
+    ``Term(n_envs, track, reference, **params)``; when the cars drive several tracks (``env.tracks``),
+    ``track`` is a :class:`~evo_rl.rewards.multitrack.TrackGroup` and ``reference`` a
+    :class:`~evo_rl.rewards.multitrack.ReferenceSet` (see that module).
     """
 
     name: ClassVar[str] = ""
@@ -56,7 +59,9 @@ class RewardTerm:
     class Params(Section):
         pass
 
-    def __init__(self, n_envs: int, track: Track | None, reference: ReferenceTrajectory, **params: Any) -> None:
+    def __init__(
+        self, n_envs: int, track: Track | TrackGroup | None, reference: ReferenceTrajectory, **params: Any
+    ) -> None:
         self.n_envs = n_envs
         self.track = track
         self.reference = reference

@@ -7,6 +7,7 @@ curves, ``ZL<n>``/``ZR<n>`` S-bends, ``HL<k>``/``HR<k>`` hairpins).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -60,17 +61,36 @@ def _builtin(name: str) -> Track:
     return build_track(spec.blocks, name, width=spec.width, n_checkpoints=spec.checkpoints)
 
 
-def get_track(name_or_path: str | Path) -> Track:
-    """A built-in track by name (built once, then cached: do not modify it) or a ``.track`` file.
+_GENERATED = re.compile(r"gen-(\d+)(?:-b(\d+))?(?:-r([0-9.]+))?(?:-w([0-9.]+))?(?:-c(\d+))?")
 
-    Raises :class:`TrackError` naming the built-in tracks when neither matches.
+
+def get_track(name_or_path: str | Path) -> Track:
+    """A built-in track by name (built once, then cached: do not modify it), a generated track by its name
+    (``gen-<seed>[-b<blocks>][-r<min radius>][-w<width>][-c<checkpoints>]``, as ``env.tracks`` names them;
+    unnamed knobs at their defaults: 16 blocks, 16 m, 20 m, 4 checkpoints) or a ``.track`` file.
+
+    Raises :class:`TrackError` naming the built-in tracks when none matches.
     """
     key = str(name_or_path)
     if key in BUILTIN:
         return _builtin(key)
+    m = _GENERATED.fullmatch(key)
+    if m is not None:
+        seed, blocks, radius, width, cps = m.groups()
+        return _generated(int(seed), int(blocks or 16), float(radius or 16.0), float(width or 20.0), int(cps or 4))
     path = Path(key).expanduser()
     if path.is_file():
         return Track.load(path)
     if path.suffix == ".track" or path.parent != Path("."):
         raise TrackError(f"track file {path} does not exist")
-    raise TrackError(f"unknown track {key!r}; built-in tracks: {', '.join(BUILTIN)}; or give a path to a .track file")
+    raise TrackError(
+        f"unknown track {key!r}; built-in tracks: {', '.join(BUILTIN)}; a generated track: gen-<seed> "
+        "(e.g. gen-7, gen-7-b12-r32); or give a path to a .track file"
+    )
+
+
+@cache
+def _generated(seed: int, n_blocks: int, min_radius: float, width: float, checkpoints: int) -> Track:
+    from evo_rl.envs.tracks import generated_track
+
+    return generated_track(seed, n_blocks, min_radius, width, checkpoints)
