@@ -329,6 +329,13 @@ class SACConfig(Section):
     learn_entropy: bool = Field(True, description="learn the entropy coefficient towards target_entropy")
     target_entropy: float | None = Field(None, description="target entropy; null = -action_dim")
     hidden: list[PositiveInt] = Field([256, 256], min_length=1, description="hidden layer sizes of actor and critics")
+    drq_pad: int = Field(
+        0, ge=0, le=16, description="DrQ: shift image observations by up to this many pixels in every batch; 0: off"
+    )
+    rnd_weight: float = Field(
+        0.0, ge=0, description="RND: weight of the intrinsic reward (novelty of the next observation); 0: off"
+    )
+    rnd_lr: float = Field(1e-4, gt=0, description="RND: learning rate of the predictor network")
 
     @model_validator(mode="after")
     def _alpha_positive_when_learned(self) -> SACConfig:
@@ -477,6 +484,11 @@ class TrainConfig(Section):
     updates_per_step: float = Field(0.25, gt=0, description="off-policy: gradient updates per step of one car")
     eval_every_minutes: float = Field(2.0, gt=0, description="evaluation schedule, minutes of unpaused time")
     eval_episodes: int = Field(5, ge=1, description="deterministic episodes per evaluation (one car each, at once)")
+    param_noise: float = Field(
+        0.0,
+        ge=0,
+        description="off-policy, local: act with parameter-space noise of this action distance (RMS); 0: off",
+    )
     demo_episodes: int = Field(
         0, ge=0, description="off-policy, simulator: expert episodes driven into the replay before training; 0: none"
     )

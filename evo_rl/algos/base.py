@@ -21,6 +21,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from evo_rl.algos.extras import RND, augment, image_parts
 from evo_rl.config import SACConfig
 from evo_rl.errors import CheckpointError, ConfigError
 from evo_rl.memory.replay import Batch
@@ -239,6 +240,15 @@ class SoftActorCriticBase(TrainingAgent):
         self.target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(self.actor.act_dim)
         self.log_alpha = torch.tensor(cfg.alpha, device=self.device).log().requires_grad_(cfg.learn_entropy)
         self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=cfg.lr_entropy) if cfg.learn_entropy else None
+        self._drq_parts = image_parts(obs_space) if cfg.drq_pad > 0 else []
+        if cfg.drq_pad > 0 and not self._drq_parts:
+            raise ConfigError("algo.sac.drq_pad shifts image observations, and these have none: set env.flavour: full")
+        self.rnd = RND(obs_space, lr=cfg.rnd_lr).to(self.device) if cfg.rnd_weight > 0 else None
+        self._intrinsic = torch.zeros((), device=self.device)  # mean intrinsic reward of the last batch
+
+    def extra_metrics(self) -> dict[str, torch.Tensor]:
+        """Metrics of the optional techniques (RND's mean intrinsic reward)."""
+        return {"intrinsic_reward": self._intrinsic} if self.rnd is not None else {}
 
     @property
     def gamma(self) -> float:
@@ -263,6 +273,13 @@ class SoftActorCriticBase(TrainingAgent):
         weights = torch.ones_like(rew) if weights is None else vector(weights)
         act = batch.act.to(self.device, torch.float32, non_blocking=True)  # [B, A]
         obs, next_obs = to_device(batch.obs, self.device), to_device(batch.next_obs, self.device)
+        if self._drq_parts:  # DrQ: independent random shifts of the images
+            obs = augment(obs, self._drq_parts, self.config.drq_pad)
+            next_obs = augment(next_obs, self._drq_parts, self.config.drq_pad)
+        if self.rnd is not None:  # RND: the novelty of the next observation, as reward
+            intrinsic = self.rnd.intrinsic(next_obs)
+            self._intrinsic = intrinsic.mean().detach()
+            rew = rew + self.config.rnd_weight * intrinsic
         return obs, act, rew, next_obs, done, discount, weights
 
     def alpha_loss(self, log_pi: torch.Tensor) -> torch.Tensor:
@@ -295,4 +312,7 @@ class SoftActorCriticBase(TrainingAgent):
         }
         if self.alpha_optim is not None:
             items["alpha_optim"] = self.alpha_optim
+        if self.rnd is not None:
+            items["rnd"] = self.rnd
+            items["rnd_optim"] = self.rnd.optim
         return items

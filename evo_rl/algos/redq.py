@@ -99,7 +99,8 @@ class REDQAgent(SoftActorCriticBase):
             "next_q_value": next_q_value.mean(),
         }
         if self.num_updates % cfg.q_updates_per_policy_update != 0:
-            return UpdateResult(metrics_to_floats(metrics), td_error)
+            metrics.update(self.extra_metrics())
+        return UpdateResult(metrics_to_floats(metrics), td_error)
 
         # --- policy update: maximise the ensemble mean minus the entropy term (eq. 2)
         alpha = self.log_alpha.detach().exp()
@@ -115,4 +116,5 @@ class REDQAgent(SoftActorCriticBase):
         metrics.update(actor_loss=actor_loss.detach(), entropy=-log_pi.detach().mean(), alpha=alpha)
         if alpha_loss is not None:
             metrics["alpha_loss"] = alpha_loss
+        metrics.update(self.extra_metrics())
         return UpdateResult(metrics_to_floats(metrics), td_error)

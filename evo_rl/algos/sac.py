@@ -108,4 +108,5 @@ class SACAgent(SoftActorCriticBase):
         }
         if alpha_loss is not None:
             metrics["alpha_loss"] = alpha_loss
+        metrics.update(self.extra_metrics())
         return UpdateResult(metrics_to_floats(metrics), td_error)

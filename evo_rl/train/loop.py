@@ -270,8 +270,13 @@ class Trainer:
         return make_env(self.cfg)
 
     def _make_collector(self, layout: ObsLayout) -> Collector | None:
-        """The off-policy collector: this trainer's env and actor."""
-        return Collector(self.env, layout, self.agent.actor, self.rng)
+        """The off-policy collector: this trainer's env and actor (with ``train.param_noise``, its perturbed copies)."""
+        actor: Any = self.agent.actor
+        if self.cfg.train.param_noise > 0:
+            from evo_rl.algos.extras import ParamNoiseActor
+
+            actor = ParamNoiseActor(actor, self.cfg.train.param_noise, seed=self.cfg.train.seed)
+        return Collector(self.env, layout, actor, self.rng)
 
     # ------------------------------------------------------------------ budget
 
