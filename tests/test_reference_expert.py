@@ -125,7 +125,11 @@ def test_drive_json_prints_one_object(capsys, mini_lap):
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
     result = json.loads(out[0])
-    assert set(result) == {"track", "finished", "lap_time", "reference_lap_time"}
+    assert set(result) == {
+        "track", "planner", "finished", "lap_time", "reference_lap_time", "record_lap_time", "wall_contacts",
+        "wall_seconds",
+    }  # fmt: skip
+    assert result["planner"] == "expert"
     assert result["track"] == "evo-mini" and result["finished"] is True
     assert result["lap_time"] == pytest.approx(mini_lap.lap_time, abs=1e-3)
     assert result["reference_lap_time"] == pytest.approx(mini_lap.reference_lap_time, abs=1e-3)

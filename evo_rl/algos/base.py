@@ -25,7 +25,7 @@ from evo_rl.algos.extras import RND, augment, image_parts
 from evo_rl.config import SACConfig
 from evo_rl.errors import CheckpointError, ConfigError
 from evo_rl.memory.replay import Batch
-from evo_rl.nets.actors import ActorModule, SquashedGaussianActor
+from evo_rl.nets.actors import LOG_STD_MAX, LOG_STD_MIN, ActorModule, SquashedGaussianActor
 from evo_rl.nets.critics import EnsembleQNetwork
 from evo_rl.nets.encoder import Obs, to_device
 
@@ -141,6 +141,9 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return target
 
 
+CLONE_LIMIT = 0.995  # behaviour cloning: actions at +-1 are cloned as tanh(u) = +-0.995 (u = +-3)
+
+
 class TrainingAgent:
     """Base class of EVO RL's agents (see the module docstring)."""
 
@@ -245,6 +248,19 @@ class SoftActorCriticBase(TrainingAgent):
             raise ConfigError("algo.sac.drq_pad shifts image observations, and these have none: set env.flavour: full")
         self.rnd = RND(obs_space, lr=cfg.rnd_lr).to(self.device) if cfg.rnd_weight > 0 else None
         self._intrinsic = torch.zeros((), device=self.device)  # mean intrinsic reward of the last batch
+
+    def cloning_loss(self, batch: Batch) -> torch.Tensor:
+        """Behaviour cloning: the mean negative log-likelihood of the batch's actions under the policy, up to a
+        constant (of the tanh-Gaussian's pre-squash value ``atanh(a)``; actions at the bounds count as
+        ``+-CLONE_LIMIT``)."""
+        obs = to_device(batch.obs, self.device)
+        action = batch.act.to(self.device, torch.float32)  # [B, A]
+        actor = self.actor
+        mean, log_std = actor.net(actor.encoder(obs)).float().chunk(2, dim=-1)  # [B, A] each
+        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        a = ((action - actor.action_bias) / actor.action_scale).clamp(-CLONE_LIMIT, CLONE_LIMIT)
+        u = torch.atanh(a)  # [B, A]
+        return (0.5 * ((u - mean) / log_std.exp()).pow(2) + log_std).sum(-1).mean()
 
     def extra_metrics(self) -> dict[str, torch.Tensor]:
         """Metrics of the optional techniques (RND's mean intrinsic reward)."""

@@ -1,5 +1,5 @@
 """``evo-rl eval RUN_OR_WEIGHTS``: deterministic episodes of a trained policy,
-finish rate and lap times against the track's reference lap time."""
+finish rate and lap times against the track's reference lap time and record lap."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from evo_rl.cli.common import print_json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="evaluate a policy: finish rate and lap times vs the reference lap time",
+        help="evaluate a policy: finish rate and lap times vs the reference and record lap times",
         description=(
             "Drive deterministic episodes with a policy: a run folder (its policy.safetensors), a policy "
             ".safetensors file, or the word `pretrained` for the policy shipped with EVO RL."
@@ -137,6 +137,8 @@ def _eval(args: argparse.Namespace) -> int:
         "best_lap_time": result.best_lap_time,
         "reference_lap_time": result.reference_lap_time,
         "lap_time_ratio": result.lap_time_ratio,
+        "record_lap_time": result.record_lap_time,
+        "record_ratio": result.record_ratio,
         "mean_progress": result.mean_progress,
         "end_reasons": result.end_reasons,
     }
@@ -152,5 +154,9 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"  reference lap  {result.reference_lap_time:.2f} s")
     if result.lap_time_ratio:
         print(f"  ratio          {result.lap_time_ratio:.3f}x the reference")
+    if result.record_lap_time:
+        print(f"  record lap     {result.record_lap_time:.2f} s")
+    if result.record_ratio:
+        print(f"  record ratio   {result.record_ratio:.3f}x the record")
     print(f"  episode ends   {result.end_reasons}")
     return 0

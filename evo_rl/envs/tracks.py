@@ -23,6 +23,7 @@ import numpy as np
 
 from evo_rl.config import EvoConfig, GeneratedTracks
 from evo_rl.errors import ConfigError, TrackError
+from evo_rl.sim.generate import generated_track
 from evo_rl.sim.track import Track
 
 EASY_RADIUS = 48.0  # m: the tightest radius of the curriculum's first level (2-block curves and wider)
@@ -54,26 +55,6 @@ def generated_set(
         except TrackError as e:
             raise ConfigError(f"env.tracks: generated set {spec.seeds}: {e}") from None
     return out
-
-
-def generated_name(seed: int, n_blocks: int, min_radius: float, width: float, checkpoints: int) -> str:
-    """``gen-<seed>``, followed by the knobs that differ from the defaults: ``-b<blocks>``, ``-r<radius>``,
-    ``-w<width>``, ``-c<checkpoints>`` (``evo_rl.sim.catalog.get_track`` reads these names back)."""
-    d = GeneratedTracks(seeds=(0, 1))
-    name = f"gen-{seed}"
-    name += f"-b{n_blocks}" if n_blocks != d.n_blocks else ""
-    name += f"-r{min_radius:g}" if min_radius != d.min_radius else ""
-    name += f"-w{width:g}" if width != d.width else ""
-    name += f"-c{checkpoints}" if checkpoints != d.checkpoints else ""
-    return name
-
-
-def generated_track(seed: int, n_blocks: int, min_radius: float, width: float, checkpoints: int) -> Track:
-    """One generated track, named by :func:`generated_name`."""
-    from evo_rl.sim.generate import generate_track
-
-    name = generated_name(seed, n_blocks, min_radius, width, checkpoints)
-    return generate_track(seed, n_blocks, min_radius, checkpoints, width, name=name)
 
 
 class TrackPool:

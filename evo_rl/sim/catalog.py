@@ -91,6 +91,6 @@ def get_track(name_or_path: str | Path) -> Track:
 
 @cache
 def _generated(seed: int, n_blocks: int, min_radius: float, width: float, checkpoints: int) -> Track:
-    from evo_rl.envs.tracks import generated_track
+    from evo_rl.sim.generate import generated_track
 
     return generated_track(seed, n_blocks, min_radius, width, checkpoints)

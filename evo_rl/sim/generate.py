@@ -21,6 +21,7 @@ _FAMILY_WEIGHT = {"straight": 0.34, "curve": 0.44, "sbend": 0.14, "hairpin": 0.0
 _STRAIGHT_SIZES = (1, 2, 3, 4)
 _MAX_WIDTH = CELL - 2 * MIN_CLEARANCE  # roads in neighbouring cells keep 2 * clearance between walls
 _NODE_BUDGET = 4000  # blocks tried per attempt before starting over
+DEFAULT_BLOCKS, DEFAULT_RADIUS, DEFAULT_WIDTH, DEFAULT_CHECKPOINTS = 16, 16.0, 20.0, 4  # generate_track's knobs
 
 
 def block_catalogue(min_radius: float = 0.0, width: float = 20.0) -> list[Block]:
@@ -152,3 +153,20 @@ def generate(
         except TrackError as e:
             last_error = str(e)
     raise TrackError(f"seed {seed}: no valid track of {n_blocks} blocks in {max_attempts} attempts ({last_error})")
+
+
+def generated_name(seed: int, n_blocks: int, min_radius: float, width: float, checkpoints: int) -> str:
+    """``gen-<seed>``, followed by the knobs that differ from the defaults: ``-b<blocks>``, ``-r<radius>``,
+    ``-w<width>``, ``-c<checkpoints>`` (``evo_rl.sim.catalog.get_track`` reads these names back)."""
+    name = f"gen-{seed}"
+    name += f"-b{n_blocks}" if n_blocks != DEFAULT_BLOCKS else ""
+    name += f"-r{min_radius:g}" if min_radius != DEFAULT_RADIUS else ""
+    name += f"-w{width:g}" if width != DEFAULT_WIDTH else ""
+    name += f"-c{checkpoints}" if checkpoints != DEFAULT_CHECKPOINTS else ""
+    return name
+
+
+def generated_track(seed: int, n_blocks: int, min_radius: float, width: float, checkpoints: int) -> Track:
+    """One generated track, named by :func:`generated_name`."""
+    name = generated_name(seed, n_blocks, min_radius, width, checkpoints)
+    return generate_track(seed, n_blocks, min_radius, checkpoints, width, name=name)

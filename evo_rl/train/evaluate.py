@@ -1,5 +1,5 @@
 """Deterministic evaluation episodes: finish rate and lap times against the
-track's reference lap time."""
+track's reference lap time and its record lap (:mod:`evo_rl.sim.records`)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ class EvalResult:
     mean_checkpoints: float  # mean checkpoint gates passed
     score: float  # ranks evaluations: mean over episodes of progress (0..1), 1 + reference / lap time if finished
     end_reasons: dict[str, int] = field(default_factory=dict)
+    record_lap_time: float | None = None  # the track's record lap time (the planner's), s; None if none is known
+    record_ratio: float | None = None  # mean_lap_time / record_lap_time; None without a record or a finish
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +51,19 @@ def reference_lap_time(track: Any, cfg: EvoConfig) -> float | None:
         return float(compute_reference_lap(track, cfg.car).lap_time)
     except Exception as e:  # noqa: BLE001 - a missing reference only removes the comparison
         warnings.warn(f"no reference lap time for track {track.name!r}: {type(e).__name__}: {e}", stacklevel=2)
+        return None
+
+
+def record_lap_time(track: Any, cfg: EvoConfig) -> float | None:
+    """The track's record lap time for the configured car, step and controls (None if none is known)."""
+    from evo_rl.sim.records import record_lap_time as lookup
+
+    if track is None:
+        return None
+    try:
+        return lookup(track, cfg)
+    except Exception as e:  # noqa: BLE001 - a missing record only removes the comparison
+        warnings.warn(f"no record lap time for track {track.name!r}: {type(e).__name__}: {e}", stacklevel=2)
         return None
 
 
@@ -72,6 +87,7 @@ class Evaluator:
         self.env = env if env is not None else VecTrackEnv(cfg, n_envs=episodes, track=track, autoreset=False)
         self.seed = cfg.env.seed + 1_000_003 if seed is None else seed
         self.reference_lap_time = reference_lap_time(self.env.track, cfg)
+        self.record_lap_time = record_lap_time(self.env.track, cfg)
 
     def run(self, act: Act, max_steps: int | None = None) -> EvalResult:
         """Drive every episode until it ends (``env.max_steps`` at most)."""
@@ -84,7 +100,7 @@ class Evaluator:
         for part in parts:
             for key, count in part[4].items():
                 reasons[key] = reasons.get(key, 0) + count
-        return summarize(lap, progress, ret, cps, reasons, self.reference_lap_time)
+        return summarize(lap, progress, ret, cps, reasons, self.reference_lap_time, self.record_lap_time)
 
     def _drive(
         self, act: Act, n: int, seed: int, max_steps: int | None
@@ -130,8 +146,10 @@ def summarize(
     cps: np.ndarray,
     reasons: dict[str, int],
     ref: float | None,
+    record: float | None = None,
 ) -> EvalResult:
-    """The :class:`EvalResult` of episodes: lap time ``[E]`` s (NaN unfinished), progress, return, checkpoints."""
+    """The :class:`EvalResult` of episodes: lap time ``[E]`` s (NaN unfinished), progress, return, checkpoints;
+    ``ref`` and ``record`` the track's reference and record lap times."""
     n = len(lap)
     laps = [float(t) for t in lap[np.isfinite(lap)]]
     mean_lap = round(float(np.mean(laps)), 3) if laps else None  # laps count whole ms
@@ -149,6 +167,8 @@ def summarize(
         mean_checkpoints=float(cps.mean()) if n else 0.0,
         score=float(per_episode.mean()) if n else 0.0,
         end_reasons=reasons,
+        record_lap_time=record,
+        record_ratio=mean_lap / record if (mean_lap is not None and record) else None,
     )
 
 
@@ -164,6 +184,7 @@ class RecentEpisodes:
     def __init__(self, cfg: EvoConfig, episodes: int, track: Any = None) -> None:
         self.episodes = episodes
         self.reference_lap_time = reference_lap_time(track, cfg)
+        self.record_lap_time = record_lap_time(track, cfg)
         self._ended: deque[tuple[float, float, float, float, str]] = deque(maxlen=episodes)
 
     def add(self, episode: EpisodeEnd) -> None:
@@ -177,4 +198,6 @@ class RecentEpisodes:
         reasons: dict[str, int] = {}
         for r in rows:
             reasons[r[4]] = reasons.get(r[4], 0) + 1
-        return summarize(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], reasons, self.reference_lap_time)
+        return summarize(
+            arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], reasons, self.reference_lap_time, self.record_lap_time
+        )

@@ -21,14 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from evo_rl.config import EvoConfig
 from evo_rl.errors import ConfigError
-from evo_rl.nets.actors import LOG_STD_MAX, LOG_STD_MIN
 from evo_rl.train.collect import Collector, EpisodeEnd, Transitions
-
-SQUASH_LIMIT = 0.995  # expert actions at +-1 are cloned as tanh(u) = +-0.995 (u = +-3)
 
 
 class ExpertActor:
@@ -148,24 +144,15 @@ def _cut(tr: Transitions, collector: Collector) -> Transitions:
 
 def behaviour_cloning(agent: Any, memory: Any, updates: int, batch_size: int) -> dict[str, float]:
     """Train ``agent.actor`` on ``updates`` batches of the replay: maximise the log-likelihood of the stored
-    actions. Returns the first and last batch's mean negative log-likelihood."""
-    actor = agent.actor
-    if not hasattr(actor, "net") or not hasattr(actor, "action_scale"):
-        raise ConfigError(f"train.bc_updates: the {type(actor).__name__} actor cannot be cloned into")
-    optim = agent.actor_optim
+    actions (``agent.cloning_loss``). Returns the first and last batch's mean negative log-likelihood."""
+    if not hasattr(agent, "cloning_loss"):
+        raise ConfigError(f"train.bc_updates: {type(agent).__name__} cannot clone demonstrations")
     first = last = math.nan
     for i in range(updates):
-        batch = memory.sample(batch_size)
-        obs, action = batch.obs, batch.act.float()
-        mean, log_std = actor.net(actor.encoder(obs)).float().chunk(2, dim=-1)  # [B, A] each
-        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        a = ((action - actor.action_bias) / actor.action_scale).clamp(-SQUASH_LIMIT, SQUASH_LIMIT)
-        u = torch.atanh(a)  # [B, A] the pre-squash value of the expert's action
-        nll = (0.5 * ((u - mean) / log_std.exp()).pow(2) + log_std).sum(-1).mean()  # up to a constant
-        optim.zero_grad(set_to_none=True)
+        nll = agent.cloning_loss(memory.sample(batch_size))
+        agent.actor_optim.zero_grad(set_to_none=True)
         nll.backward()
-        optim.step()
-        value = float(nll.detach())
-        first = value if i == 0 else first
-        last = value
+        agent.actor_optim.step()
+        last = float(nll.detach())
+        first = last if i == 0 else first
     return {"bc_nll_first": first, "bc_nll_last": last}
