@@ -483,7 +483,9 @@ class TrainConfig(Section):
     start_steps: int = Field(5000, ge=0, description="off-policy: random-action steps (all cars) before learning")
     updates_per_step: float = Field(0.25, gt=0, description="off-policy: gradient updates per step of one car")
     eval_every_minutes: float = Field(2.0, gt=0, description="evaluation schedule, minutes of unpaused time")
-    eval_episodes: int = Field(5, ge=1, description="deterministic episodes per evaluation (one car each, at once)")
+    eval_episodes: int = Field(
+        10, ge=1, description="deterministic episodes per evaluation (one car each, at once); they pick the best policy"
+    )
     param_noise: float = Field(
         0.0,
         ge=0,
