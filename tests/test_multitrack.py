@@ -316,3 +316,30 @@ def test_lookahead_observation_in_the_environment_and_replay() -> None:
     o, _ = flat.reset(seed=0)
     assert o.shape == (2, 1 + 4 * 19 + 10 + 6)
     assert EvoConfig().env.lookahead_points == 0  # TMRL's layouts stay as they are by default
+
+
+def test_evaluation_drives_the_nominal_car() -> None:
+    from evo_rl.train.evaluate import Evaluator
+
+    cfg = EvoConfig()
+    cfg.randomise.grip = (0.5, 0.6)
+    cfg.randomise.latency = (2, 2)
+    ev = Evaluator(cfg, 2)
+    assert ev.env.core.sim.params[:, P_GRIP].tolist() == [World(get_track("evo-test"), 1).params[0, P_GRIP]] * 2
+    assert not ev.env.core.randomise.physics and ev.env.core.randomise.latency == (0, 0)
+
+
+def test_the_shipped_general_driver_finishes_tracks_it_never_saw() -> None:
+    """`general` trained on generated seeds 0..999 and the built-in tracks; seeds from 90,000 are held out."""
+    from evo_rl.cli.eval import policy_path
+    from evo_rl.train.evaluate import Evaluator
+    from evo_rl.train.policy import load_policy
+
+    policy = load_policy(policy_path("general"))
+    assert policy.cfg.env.tracks is not None and policy.cfg.env.flavour == "lidar"
+    for seed in (90000, 90003, 90011):
+        cfg = policy.cfg.model_copy(deep=True)
+        cfg.env.track, cfg.env.tracks = f"gen-{seed}", None
+        result = Evaluator(cfg, 2).run(lambda obs: policy.actor.act(obs, test=True))
+        assert result.finish_rate == 1.0, (seed, result.end_reasons)
+        assert result.lap_time_ratio is not None and result.lap_time_ratio < 1.35

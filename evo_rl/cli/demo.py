@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--policy",
         default="pretrained",
-        help="`pretrained`, a policy .safetensors or a run folder (default: pretrained)",
+        help="`pretrained`, `general`, a policy .safetensors or a run folder (default: pretrained)",
     )
     p.add_argument("--track", "-t", default=None, help="track name or .track file (default: the policy's track)")
     p.add_argument("--runs-dir", default="runs", help="folder holding run folders (default: runs)")

@@ -16,10 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate a policy: finish rate and lap times vs the reference and record lap times",
         description=(
             "Drive deterministic episodes with a policy: a run folder (its policy.safetensors), a policy "
-            ".safetensors file, or the word `pretrained` for the policy shipped with EVO RL."
+            ".safetensors file, or `pretrained` (the shipped evo-test driver) or `general` (the shipped driver for any "
+            "track)."
         ),
     )
-    p.add_argument("policy", metavar="RUN_OR_WEIGHTS", help="run folder or name, policy .safetensors, or `pretrained`")
+    p.add_argument(
+        "policy", metavar="RUN_OR_WEIGHTS", help="run folder or name, policy .safetensors, `pretrained` or `general`"
+    )
     p.add_argument("--track", "-t", default=None, help="track name or .track file (default: the policy's track)")
     p.add_argument("--episodes", "-e", type=int, default=10, help="episodes, driven at once (default: 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -42,15 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def policy_path(text: str, runs_dir: str = "runs") -> Path:
-    """The policy file named by ``pretrained``, a .safetensors path or a run folder / name."""
+    """The policy file named by ``pretrained`` or ``general`` (the shipped policies), a .safetensors path or a
+    run folder / name."""
     from evo_rl.errors import CheckpointError
-    from evo_rl.train.policy import PRETRAINED
+    from evo_rl.train.policy import SHIPPED
     from evo_rl.train.run import resolve_run
 
-    if text == "pretrained":
-        if not PRETRAINED.is_file():
-            raise CheckpointError(f"the pretrained policy {PRETRAINED} is missing from this installation")
-        return PRETRAINED
+    if text in SHIPPED:
+        if not SHIPPED[text].is_file():
+            raise CheckpointError(f"the shipped policy {SHIPPED[text]} is missing from this installation")
+        return SHIPPED[text]
     p = Path(text)
     if p.is_file():
         return p

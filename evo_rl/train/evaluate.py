@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from evo_rl.config import EvoConfig
+from evo_rl.config import EvoConfig, RandomiseConfig
 from evo_rl.train.collect import EpisodeEnd
 
 Act = Callable[[Any], np.ndarray]  # batched observation -> actions [N, 3]
@@ -84,6 +84,8 @@ class Evaluator:
         self.sequential = env is not None
         if track is None:
             track = cfg.env.track  # with env.tracks, training draws from many tracks; evaluation drives env.track
+        if env is None:  # the nominal car and clean sensors: domain randomisation is for training
+            cfg = cfg.model_copy(update={"randomise": RandomiseConfig()})
         self.env = env if env is not None else VecTrackEnv(cfg, n_envs=episodes, track=track, autoreset=False)
         self.seed = cfg.env.seed + 1_000_003 if seed is None else seed
         self.reference_lap_time = reference_lap_time(self.env.track, cfg)

@@ -28,7 +28,9 @@ from evo_rl.errors import CheckpointError
 
 FORMAT = "evo-rl-policy"
 VERSION = "1"
-PRETRAINED = Path(__file__).resolve().parent.parent / "data" / "pretrained.safetensors"
+PRETRAINED = Path(__file__).resolve().parent.parent / "data" / "pretrained.safetensors"  # the evo-test specialist
+GENERAL = PRETRAINED.with_name("general.safetensors")  # the driver for any track (generated tracks, randomised)
+SHIPPED = {"pretrained": PRETRAINED, "general": GENERAL}  # the policies `evo-rl eval NAME` and `demo` know by name
 
 
 @dataclass
