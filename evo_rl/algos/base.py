@@ -255,7 +255,7 @@ class SoftActorCriticBase(TrainingAgent):
         ``+-CLONE_LIMIT``)."""
         obs = to_device(batch.obs, self.device)
         action = batch.act.to(self.device, torch.float32)  # [B, A]
-        actor = self.actor
+        actor: Any = self.actor  # a SquashedGaussianActor: net, encoder, action_scale, action_bias
         mean, log_std = actor.net(actor.encoder(obs)).float().chunk(2, dim=-1)  # [B, A] each
         log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         a = ((action - actor.action_bias) / actor.action_scale).clamp(-CLONE_LIMIT, CLONE_LIMIT)

@@ -65,6 +65,9 @@ def image_parts(obs_space: spaces.Space) -> list[int]:
 class RND(nn.Module):
     """A random target network, its predictor and the running scale of the prediction error."""
 
+    err_var: torch.Tensor
+    count: torch.Tensor
+
     def __init__(self, obs_space: spaces.Space, features: int = 64, hidden: int = 256, lr: float = 1e-4) -> None:
         super().__init__()
         self.target_encoder = ObservationEncoder(obs_space)
@@ -102,7 +105,7 @@ class RND(nn.Module):
 class ParamNoiseActor:
     """Acts for a collector with a perturbed copy of ``actor`` (see the module docstring)."""
 
-    def __init__(self, actor: nn.Module, target: float, interval: int = 100, seed: int = 0) -> None:
+    def __init__(self, actor: Any, target: float, interval: int = 100, seed: int = 0) -> None:
         self.actor = actor
         self.target = float(target)
         self.interval = int(interval)
@@ -110,7 +113,7 @@ class ParamNoiseActor:
         self.distance = 0.0  # last measured RMS action distance
         self._gen = torch.Generator().manual_seed(seed)
         self._steps = 0
-        self._noisy: nn.Module | None = None
+        self._noisy: Any = None  # the perturbed copy of the actor
 
     def _perturb(self) -> None:
         noisy = copy.deepcopy(self.actor)
@@ -131,7 +134,7 @@ class ParamNoiseActor:
         assert self._noisy is not None
         return self._noisy.act(obs, test=test)
 
-    def set_actor(self, actor: nn.Module) -> None:
+    def set_actor(self, actor: Any) -> None:
         """New weights (the learner's): the next step draws a fresh perturbation of them."""
         self.actor = actor
         self._noisy = None

@@ -60,6 +60,12 @@ def add_planner_args(p: argparse.ArgumentParser, title: str = "planner (--planne
         "--iterations", type=int, default=d.iterations, help=f"CEM refits per control step (default: {d.iterations})"
     )
     g.add_argument("--elites", type=int, default=d.elites, help=f"plans each refit keeps (default: {d.elites})")
+    g.add_argument(
+        "--wall-penalty",
+        type=float,
+        default=d.wall_penalty,
+        help=f"seconds of cost per control step touching a wall (default: {d.wall_penalty:g})",
+    )
     g.add_argument("--seed", type=int, default=d.seed, help=f"seed of the sampling noise (default: {d.seed})")
 
 
@@ -68,7 +74,12 @@ def planner_settings(args: argparse.Namespace) -> PlannerSettings:
     from evo_rl.sim.planner import PlannerSettings
 
     settings = PlannerSettings(
-        samples=args.samples, horizon=args.horizon, iterations=args.iterations, elites=args.elites, seed=args.seed
+        samples=args.samples,
+        horizon=args.horizon,
+        iterations=args.iterations,
+        elites=args.elites,
+        wall_penalty=args.wall_penalty,
+        seed=args.seed,
     )
     settings.check()
     return settings
