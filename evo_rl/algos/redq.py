@@ -98,9 +98,9 @@ class REDQAgent(SoftActorCriticBase):
             "qf_std": qf.detach().std(dim=0).mean(),
             "next_q_value": next_q_value.mean(),
         }
+        metrics.update(self.extra_metrics())
         if self.num_updates % cfg.q_updates_per_policy_update != 0:
-            metrics.update(self.extra_metrics())
-        return UpdateResult(metrics_to_floats(metrics), td_error)
+            return UpdateResult(metrics_to_floats(metrics), td_error)
 
         # --- policy update: maximise the ensemble mean minus the entropy term (eq. 2)
         alpha = self.log_alpha.detach().exp()
@@ -116,5 +116,4 @@ class REDQAgent(SoftActorCriticBase):
         metrics.update(actor_loss=actor_loss.detach(), entropy=-log_pi.detach().mean(), alpha=alpha)
         if alpha_loss is not None:
             metrics["alpha_loss"] = alpha_loss
-        metrics.update(self.extra_metrics())
         return UpdateResult(metrics_to_floats(metrics), td_error)
