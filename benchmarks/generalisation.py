@@ -31,7 +31,6 @@ def evaluate(policy: Any, track: str, episodes: int) -> dict[str, Any]:
 
     cfg = policy.cfg.model_copy(deep=True)
     cfg.env.track = track
-    cfg.env.tracks = None
     cfg.env.max_steps = None
     r = Evaluator(cfg, episodes).run(lambda obs: policy.actor.act(obs, test=True))
     out = {

@@ -132,7 +132,7 @@ class TrackCore:
                 cfg.reward, cfg.episode, self.group or self.track, n_envs, source=source.name, provides=source.provides
             )
         self.dt = source.dt
-        self.obs = ObservationBuilder(cfg, n_envs, 0.0, 1.0)
+        self.obs = ObservationBuilder(cfg, n_envs)
         if cfg.env.lookahead_points:
             if self.track is None:
                 raise ConfigError("env.lookahead_points reads the track model: give env.track a .track of the map")
@@ -141,13 +141,12 @@ class TrackCore:
             self.obs.preview = CoursePreview(
                 preview_tracks, cfg.env.lookahead_points, cfg.env.lookahead_distance, track_id
             )
-        self._limits = np.zeros(0, np.int64)  # [K] step limit of each track
+        self._tracks: list[Track | None] = []  # the tracks of the tables below, in track_id order
+        self._limits = np.zeros(0, np.int64)  # [K] step limit of each track; 0 until a car first draws it
         self._start_s = np.zeros(0)  # [K] arc length of each track's start line, m
         self._length = np.zeros(0)  # [K] start line to finish line, m
         self._add_tables(list(self.group.tracks) if self.group is not None else [self.track])
-        self.step_limits = np.full(n_envs, self._limits[0], np.int64)  # [N] step limit of each car's episode
-        self.start_s = float(self._start_s[0])  # the first track's start line (single-track consumers)
-        self.length = float(self._length[0])
+        self.step_limits = np.full(n_envs, self._limits_of(np.zeros(1, np.int64))[0])  # [N] of each car's episode
         self.steps = np.zeros(n_envs, np.int64)  # [N] steps of the running episode
         self.episode_return = np.zeros(n_envs, np.float64)  # [N] reward summed over the running episode
         self.prev_action = np.zeros((n_envs, 3), np.float32)  # [N, 3] last applied action, zeros at a start
@@ -164,13 +163,19 @@ class TrackCore:
 
     @property
     def max_steps(self) -> int:
-        """The longest step limit of an episode on any track the cars may drive."""
-        return int(self._limits.max())
+        """The longest step limit of an episode on any track the cars may drive (computes every track's)."""
+        return int(self._limits_of(np.arange(len(self._limits))).max())
+
+    def _limits_of(self, track_id: np.ndarray) -> np.ndarray:
+        """Step limits of the tracks ``track_id`` [K], each computed the first time it is asked for (a track's
+        limit drives its reference lap: a pool of many tracks would otherwise start slowly)."""
+        for k in np.unique(track_id[self._limits[track_id] == 0]):
+            self._limits[k] = step_limit(self.cfg, self._tracks[k], self.dt)
+        return self._limits[track_id]
 
     def _add_tables(self, tracks: Sequence[Track | None]) -> None:
-        self._limits = np.concatenate([self._limits, [step_limit(self.cfg, t, self.dt) for t in tracks]]).astype(
-            np.int64
-        )
+        self._tracks.extend(tracks)
+        self._limits = np.concatenate([self._limits, np.zeros(len(tracks), np.int64)])
         self._start_s = np.concatenate([self._start_s, [float(t.s[t.start]) if t else 0.0 for t in tracks]])
         self._length = np.concatenate([self._length, [max(t.length, 1e-9) if t else 1.0 for t in tracks]])
 
@@ -214,7 +219,7 @@ class TrackCore:
         else:
             self.source.reset(mask, lateral=lateral, yaw=yaw)
         tid = sim.track_id[mask] if self.group is not None and sim is not None else np.zeros(k, np.int64)
-        self.step_limits[mask] = self._limits[tid]
+        self.step_limits[mask] = self._limits_of(tid)
         self.obs.start_s[mask] = self._start_s[tid]
         self.obs.length[mask] = self._length[tid]
         lo, hi = self.randomise.latency

@@ -31,14 +31,15 @@ def flavour_needs(cfg: EvoConfig) -> frozenset[str]:
 class ObservationBuilder:
     """Observation buffers of ``n_envs`` cars for ``cfg.env.flavour``."""
 
-    def __init__(self, cfg: EvoConfig, n_envs: int, start_s: float, length: float) -> None:
+    def __init__(self, cfg: EvoConfig, n_envs: int) -> None:
         env = cfg.env
         self.n_envs = n_envs
         self.flavour = env.flavour
         self.flat = env.flat
         self.max_rpm = cfg.car.max_rpm
-        self.start_s = np.full(n_envs, float(start_s))  # [N] arc length of each car's start line, m
-        self.length = np.full(n_envs, max(float(length), 1e-9))  # [N] its track's start-to-finish length, m
+        # the environment sets these at each car's episode start, from its track
+        self.start_s = np.zeros(n_envs)  # [N] arc length of each car's start line, m
+        self.length = np.ones(n_envs)  # [N] its track's start-to-finish length, m
         rnd = cfg.randomise
         self.lidar_noise, self.speed_noise, self.drop_obs = rnd.lidar_noise, rnd.speed_noise, rnd.drop_obs
         frame_shape: tuple[int, ...]

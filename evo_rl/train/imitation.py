@@ -93,9 +93,12 @@ def collect_demos(collector: Collector, learner: Any, cfg: EvoConfig, episodes: 
     collector.actor = ExpertActor(collector.env, cfg)
     ended: list[EpisodeEnd] = []
     transitions = 0
-    limit = int(collector.env.max_steps) * (episodes // collector.n_envs + 2)  # a bound: every car ends by then
+    rounds = episodes // collector.n_envs + 2  # every car has ended this many episodes within the bound below
+    core = collector.env.core
+    steps = 0
     try:
-        for _ in range(limit):
+        while steps < rounds * int(core.step_limits.max()):  # the longest limit of the tracks drawn so far
+            steps += 1
             tr = collector.step()
             ended.extend(tr.episodes)
             last = len(ended) >= episodes
