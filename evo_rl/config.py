@@ -329,6 +329,7 @@ class SACConfig(Section):
     learn_entropy: bool = Field(True, description="learn the entropy coefficient towards target_entropy")
     target_entropy: float | None = Field(None, description="target entropy; null = -action_dim")
     hidden: list[PositiveInt] = Field([256, 256], min_length=1, description="hidden layer sizes of actor and critics")
+    critic_layer_norm: bool = Field(False, description="LayerNorm on the critics' hidden layers (before each ReLU)")
     drq_pad: int = Field(
         0, ge=0, le=16, description="DrQ: shift image observations by up to this many pixels in every batch; 0: off"
     )
@@ -449,7 +450,9 @@ class AlgoConfig(Section):
         None, description="named preset filling the algo fields this config leaves unset (null = none)"
     )
     name: str = Field("sac", description="sac, redq, ppo, or an import path module:Class of a TrainingAgent")
-    amp: bool | None = Field(None, description="mixed precision (autocast + GradScaler); null = on with CUDA only")
+    amp: bool | None = Field(
+        None, description="mixed precision: float16 autocast on CUDA, bfloat16 on the CPU; null = on with CUDA only"
+    )
     sac: SACConfig = Field(default_factory=SACConfig, description="SAC settings")
     redq: REDQConfig = Field(default_factory=REDQConfig, description="REDQ-SAC settings")
     ppo: PPOConfig = Field(default_factory=PPOConfig, description="PPO settings")
@@ -490,6 +493,13 @@ class TrainConfig(Section):
         0.0,
         ge=0,
         description="off-policy, local: act with parameter-space noise of this action distance (RMS); 0: off",
+    )
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant",
+        description="learning rates over the run (its minutes or total_steps): constant, or falling to lr_final",
+    )
+    lr_final: float = Field(
+        0.1, ge=0, le=1, description="learning rates at the end of the run, as a fraction of the configured ones"
     )
     demo_episodes: int = Field(
         0, ge=0, description="off-policy, simulator: expert episodes driven into the replay before training; 0: none"

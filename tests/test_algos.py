@@ -272,12 +272,12 @@ def test_redq_updates_the_policy_every_g_th_call_only():
 # --------------------------------------------------------------------------- updates on every flavour
 
 
-def make_test_agent(algo: str, space: spaces.Space):
+def make_test_agent(algo: str, space: spaces.Space, amp: bool | None = None):
     if algo == "sac":
-        return SACAgent(space, ACT, SACConfig(hidden=HIDDEN))
+        return SACAgent(space, ACT, SACConfig(hidden=HIDDEN), amp=amp)
     if algo == "redq":
-        return REDQAgent(space, ACT, REDQConfig(hidden=HIDDEN, n_critics=4, q_updates_per_policy_update=2))
-    return PPOAgent(space, ACT, PPOConfig(hidden=HIDDEN, n_steps=16, batch_size=8, epochs=2))
+        return REDQAgent(space, ACT, REDQConfig(hidden=HIDDEN, n_critics=4, q_updates_per_policy_update=2), amp=amp)
+    return PPOAgent(space, ACT, PPOConfig(hidden=HIDDEN, n_steps=16, batch_size=8, epochs=2), amp=amp)
 
 
 def run_updates(agent, space: spaces.Space, n: int = 2) -> list[dict[str, float]]:
@@ -513,11 +513,31 @@ def test_presets_fill_unset_fields_and_explicit_values_win():
     assert ppo.name == "ppo" and (ppo.ppo.n_steps, ppo.ppo.batch_size, ppo.ppo.max_grad_norm) == (2048, 64, 0.5)
 
 
-def test_amp_is_off_on_cpu_and_cannot_be_forced():
+def test_amp_is_off_on_cpu_by_default_and_bfloat16_when_asked():
     assert resolve_amp(None, torch.device("cpu")) is False
     assert resolve_amp(None, torch.device("cuda")) is True
+    assert resolve_amp(True, torch.device("cpu")) is True
     with pytest.raises(ConfigError, match="algo.amp"):
-        resolve_amp(True, torch.device("cpu"))
+        resolve_amp(True, torch.device("mps"))
+    agent = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN), amp=True)
+    assert agent.amp and agent.amp_dtype == torch.bfloat16
+    assert not agent.critic_scaler.is_enabled()  # bfloat16 needs no loss scaling
+
+
+@pytest.mark.parametrize("algo", ["sac", "redq", "ppo"])
+def test_bfloat16_on_the_cpu_computes_the_same_losses(algo):
+    """``algo.amp: true`` on the CPU: bfloat16 products give the float32 updates to bfloat16 precision."""
+    runs = []
+    for amp in (False, True):
+        torch.manual_seed(0)
+        agent = make_test_agent(algo, FLAVOURS["lidar"], amp=amp)
+        assert agent.amp is amp
+        torch.manual_seed(1)
+        runs.append(run_updates(agent, FLAVOURS["lidar"], n=2))
+    for fp32, bf16 in zip(*runs, strict=True):
+        assert fp32.keys() == bf16.keys()
+        for key in fp32:
+            assert bf16[key] == pytest.approx(fp32[key], rel=5e-2, abs=1e-2), key
 
 
 @pytest.mark.parametrize("algo", ["sac", "redq", "ppo"])
@@ -529,7 +549,7 @@ def test_mixed_precision_path_computes_the_same_losses(algo):
         torch.manual_seed(0)
         agent = make_test_agent(algo, FLAVOURS["full"])
         if amp:
-            agent.amp = True  # resolve_amp allows AMP on CUDA only; the maths is the same on the CPU
+            agent.amp, agent.amp_dtype = True, torch.float16  # CUDA's float16 path; the maths is the same on the CPU
             for name in ("actor_scaler", "critic_scaler", "scaler"):
                 if hasattr(agent, name):
                     setattr(agent, name, torch.amp.GradScaler("cpu", enabled=True))

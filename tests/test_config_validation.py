@@ -284,16 +284,17 @@ def test_train_refuses_before_creating_a_run_folder(tmp_path, capsys, overrides,
     assert message in capsys.readouterr().err
 
 
-def test_amp_without_cuda_is_refused_before_the_run_folder(tmp_path, capsys):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA: AMP is allowed")
-    assert _train(tmp_path, "algo.amp=true") == 2
-    assert "algo.amp = true needs a CUDA device" in capsys.readouterr().err
-    assert _no_run_folder(tmp_path)
+def test_amp_on_a_device_without_it_is_refused(monkeypatch):
+    from evo_rl.train import preflight
+
+    cfg = load_config(None, ["algo.amp=true"])
+    preflight._amp(cfg, torch.device("cpu"))  # bfloat16 on the CPU
+    with pytest.raises(ConfigError, match="algo.amp = true needs a CUDA device or the CPU"):
+        preflight._amp(cfg, torch.device("mps"))
 
 
 def test_all_start_up_problems_are_reported_at_once():
-    cfg = load_config(None, ["env.track=no-such-track", "algo.name=no_such_module_xyz:Agent", "algo.amp=true"])
+    cfg = load_config(None, ["env.track=no-such-track", "algo.name=no_such_module_xyz:Agent"])
     with pytest.raises(ConfigError) as e:
         check_startup(cfg)
     msg = str(e.value)

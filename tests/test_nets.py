@@ -196,6 +196,35 @@ def test_ensemble_equals_separate_critics_forward_and_gradients():
     torch.testing.assert_close(ensemble(obs, action, members=members), q_sep[members].detach(), rtol=1e-5, atol=1e-6)
 
 
+def test_ensemble_layer_norm_normalises_each_members_hidden_layers():
+    torch.manual_seed(0)
+    ensemble = EnsembleQNetwork(LIDAR, ACT, hidden=[16, 8], n=3, layer_norm=True)
+    with torch.no_grad():  # gains and offsets away from 1 and 0, different per member
+        for g, o in zip(ensemble.norm_gains, ensemble.norm_offsets, strict=True):
+            g.uniform_(0.5, 1.5)
+            o.uniform_(-0.5, 0.5)
+    obs = to_torch(sample_batch(LIDAR, 6))
+    action = torch.rand(6, 3) * 2 - 1
+    q = ensemble(obs, action)  # [n, B]
+    x = torch.cat([ensemble.encoder(obs), action], dim=1)
+    for i in range(3):  # one member by hand: Linear -> LayerNorm (gain, offset) -> ReLU, then the output layer
+        h = x
+        for layer in range(2):
+            h = h @ ensemble.weights[layer][i] + ensemble.biases[layer][i, 0]
+            mean, var = h.mean(-1, keepdim=True), h.var(-1, unbiased=False, keepdim=True)
+            h = (h - mean) / torch.sqrt(var + 1e-5) * ensemble.norm_gains[layer][i, 0] + ensemble.norm_offsets[layer][
+                i, 0
+            ]
+            h = torch.relu(h)
+        expected = (h @ ensemble.weights[2][i] + ensemble.biases[2][i, 0]).squeeze(-1)
+        torch.testing.assert_close(q[i], expected, rtol=1e-5, atol=1e-5)
+    members = torch.tensor([2, 0])
+    torch.testing.assert_close(ensemble(obs, action, members=members), q[members], rtol=1e-5, atol=1e-6)
+    q.sum().backward()
+    assert all(g.grad is not None and g.grad.abs().sum() > 0 for g in ensemble.norm_gains)
+    assert len(list(EnsembleQNetwork(LIDAR, ACT, hidden=[16, 8], n=3).parameters())) == 6  # off: no extra parameters
+
+
 def test_ensemble_detach_params_passes_gradient_to_actions_only():
     torch.manual_seed(0)
     ensemble = EnsembleQNetwork(LIDAR, ACT, hidden=[16], n=3)

@@ -83,6 +83,26 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     assert steps == sorted(steps) and steps[-1] == 240 and 160 in steps
 
 
+def test_learning_rates_follow_the_schedule_and_resume_with_it(tmp_path):
+    from evo_rl.train.learn import lr_factor
+
+    assert [lr_factor("constant", 0.1, f) for f in (0.0, 0.5, 1.0)] == [1.0, 1.0, 1.0]
+    assert [lr_factor("linear", 0.1, f) for f in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.55, 0.1])
+    assert [lr_factor("cosine", 0.1, f) for f in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.55, 0.1])
+    assert lr_factor("cosine", 0.1, 0.25) > lr_factor("linear", 0.1, 0.25)  # the cosine stays high longer
+    cfg = small_cfg("train.total_steps=160", "train.lr_schedule=linear", "train.lr_final=0.2")
+    lr = cfg.algo.sac.lr_actor
+    run = create_run(tmp_path, "r", cfg)
+    first = Trainer(cfg, run)
+    first.train()  # the run's last loop iteration is at its whole budget: the final rates
+    groups = [first.agent.actor_optim.param_groups[0], first.agent.critic_optim.param_groups[0]]
+    assert [g["lr"] for g in groups] == pytest.approx([0.2 * lr, 0.2 * cfg.algo.sac.lr_critic])
+    assert groups[0]["initial_lr"] == lr
+    second = Trainer(cfg, run, resume=True)  # the checkpoint keeps both rates
+    group = second.agent.actor_optim.param_groups[0]
+    assert group["initial_lr"] == lr and group["lr"] == pytest.approx(0.2 * lr)
+
+
 def test_corrupt_latest_checkpoint_resumes_from_previous(tmp_path):
     cfg = small_cfg("train.total_steps=80")
     run = create_run(tmp_path, "c", cfg)

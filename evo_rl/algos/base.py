@@ -28,6 +28,7 @@ from evo_rl.memory.replay import Batch
 from evo_rl.nets.actors import LOG_STD_MAX, LOG_STD_MIN, ActorModule, SquashedGaussianActor
 from evo_rl.nets.critics import EnsembleQNetwork
 from evo_rl.nets.encoder import Obs, to_device
+from evo_rl.nets.layers import adam
 
 
 class UpdateResult(NamedTuple):
@@ -120,11 +121,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_amp(amp: bool | None, device: torch.device) -> bool:
-    """Mixed precision is on by default with CUDA, off on CPU; forcing it on without CUDA is an error."""
+    """Mixed precision is on by default with CUDA (float16), off on the CPU, where ``amp: true`` means bfloat16
+    matrix products (fast on CPUs with native bfloat16, e.g. AVX512-BF16 or AMX); other devices have none."""
     if amp is None:
         return device.type == "cuda"
-    if amp and device.type != "cuda":
-        raise ConfigError(f"algo.amp=true needs a CUDA device, but the agent runs on {device}; set algo.amp to null")
+    if amp and device.type not in ("cuda", "cpu"):
+        raise ConfigError(
+            f"algo.amp=true needs a CUDA device or the CPU, but the agent runs on {device}; set algo.amp to null"
+        )
     return amp
 
 
@@ -157,14 +161,17 @@ class TrainingAgent:
         self.act_space = act_space
         self.device = resolve_device(device)
         self.amp = resolve_amp(amp, self.device)
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16  # of autocast, when amp
         self.num_updates = 0
 
     def autocast(self) -> torch.autocast:
-        """The mixed-precision context of the forward passes (a no-op when AMP is off)."""
-        return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp)
+        """The mixed-precision context of the forward passes (a no-op when AMP is off): float16 on CUDA,
+        bfloat16 on the CPU."""
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
     def grad_scaler(self) -> torch.amp.GradScaler:
-        return torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        """Loss scaling for float16 (CUDA); bfloat16 has float32's range and needs none."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
 
     def update(self, batch: Any) -> UpdateResult:
         """One learning step; returns its metrics (and the TD error, off-policy)."""
@@ -234,15 +241,17 @@ class SoftActorCriticBase(TrainingAgent):
         super().__init__(obs_space, act_space, device, amp)
         self.config = cfg = config
         self.actor = self.actor_of(obs_space, act_space, cfg).to(self.device)
-        self.critic = EnsembleQNetwork(obs_space, act_space, cfg.hidden, n=n_critics).to(self.device)
+        self.critic = EnsembleQNetwork(obs_space, act_space, cfg.hidden, n_critics, cfg.critic_layer_norm).to(
+            self.device
+        )
         self.critic_target = frozen_copy(self.critic)
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)
-        self.critic_optim = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_critic)
+        self.actor_optim = adam(self.actor.parameters(), cfg.lr_actor)
+        self.critic_optim = adam(self.critic.parameters(), cfg.lr_critic)
         self.actor_scaler = self.grad_scaler()
         self.critic_scaler = self.grad_scaler()
         self.target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(self.actor.act_dim)
         self.log_alpha = torch.tensor(cfg.alpha, device=self.device).log().requires_grad_(cfg.learn_entropy)
-        self.alpha_optim = torch.optim.Adam([self.log_alpha], lr=cfg.lr_entropy) if cfg.learn_entropy else None
+        self.alpha_optim = adam([self.log_alpha], cfg.lr_entropy) if cfg.learn_entropy else None
         self._drq_parts = image_parts(obs_space) if cfg.drq_pad > 0 else []
         if cfg.drq_pad > 0 and not self._drq_parts:
             raise ConfigError("algo.sac.drq_pad shifts image observations, and these have none: set env.flavour: full")

@@ -26,7 +26,7 @@ from gymnasium import spaces
 from torch import nn
 
 from evo_rl.nets.encoder import Obs, ObservationEncoder, is_image, observation_parts
-from evo_rl.nets.layers import mlp
+from evo_rl.nets.layers import adam, mlp
 
 ADAPT = 1.05  # factor of each adaptation of the parameter-noise scale (Plappert et al.: 1.01 per step)
 
@@ -78,7 +78,7 @@ class RND(nn.Module):
             p.requires_grad_(False)
         self.register_buffer("err_var", torch.ones(()))  # running variance of the prediction error
         self.register_buffer("count", torch.zeros(()))
-        self.optim = torch.optim.Adam([*self.encoder.parameters(), *self.predictor.parameters()], lr=lr)
+        self.optim = adam([*self.encoder.parameters(), *self.predictor.parameters()], lr)
 
     def error(self, obs: Obs) -> torch.Tensor:
         """Prediction error ``[B]`` (mean squared over the features)."""

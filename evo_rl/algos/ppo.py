@@ -34,6 +34,7 @@ from evo_rl.errors import ConfigError, EvoError
 from evo_rl.nets.actors import GaussianActor
 from evo_rl.nets.critics import ValueNetwork
 from evo_rl.nets.encoder import Obs, as_batch, observation_parts
+from evo_rl.nets.layers import adam
 
 
 def _as_tensor(x: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -199,11 +200,12 @@ class PPOAgent(TrainingAgent):
         self.config = cfg = config or PPOConfig()
         self.actor = self.actor_of(obs_space, act_space, cfg).to(self.device)
         self.value_net = ValueNetwork(obs_space, cfg.hidden, cfg.activation).to(self.device)
-        self.optim = torch.optim.Adam(
+        self.optim = adam(
             [
                 {"params": self.actor.parameters(), "lr": cfg.lr},
                 {"params": self.value_net.parameters(), "lr": cfg.lr_value or cfg.lr},
             ],
+            cfg.lr,
             eps=1e-5,
         )
         self.scaler = self.grad_scaler()

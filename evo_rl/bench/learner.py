@@ -4,8 +4,9 @@ Observations are TM20LIDAR-sized (speed ``(1,)``, LIDAR history ``(4, 19)``,
 two previous actions ``(3,)``: 83 numbers), networks 256x256 MLPs, batches of
 256 sampled from a filled in-memory pool of random transitions. Stable-Baselines3's
 SAC update (``SAC.train`` on a filled ``ReplayBuffer``, same sizes, flat 83-number
-observations) is measured in the same run as a reference. For PPO,
-``updates_per_s`` counts minibatch gradient steps.
+observations, float32) is measured in the same run as a reference. For PPO,
+``updates_per_s`` counts minibatch gradient steps. ``amp`` runs EVO RL's agents in mixed
+precision (``algo.amp``: bfloat16 on the CPU, float16 on CUDA).
 """
 
 from __future__ import annotations
@@ -88,15 +89,15 @@ def _replay_sampler(obs_space, batch_size: int, device):
     return sample
 
 
-def _off_policy_step(name: str, batch_size: int, device) -> tuple[Callable[[], Any], int]:
+def _off_policy_step(name: str, batch_size: int, device, amp: bool = False) -> tuple[Callable[[], Any], int]:
     from evo_rl.algos import REDQAgent, SACAgent
     from evo_rl.config import REDQConfig, SACConfig
 
     obs_space, act_space = _lidar_spaces()
     if name == "sac":
-        agent = SACAgent(obs_space, act_space, SACConfig(hidden=HIDDEN), device=device)
+        agent = SACAgent(obs_space, act_space, SACConfig(hidden=HIDDEN), device=device, amp=amp)
     else:
-        agent = REDQAgent(obs_space, act_space, REDQConfig(hidden=HIDDEN), device=device)
+        agent = REDQAgent(obs_space, act_space, REDQConfig(hidden=HIDDEN), device=device, amp=amp)
     sample = _replay_sampler(obs_space, batch_size, agent.device)
     # REDQ updates the policy every G-th call: time whole cycles of G updates
     per_call = agent.config.q_updates_per_policy_update if name == "redq" else 1
@@ -108,7 +109,7 @@ def _off_policy_step(name: str, batch_size: int, device) -> tuple[Callable[[], A
     return step, per_call
 
 
-def _ppo_step(batch_size: int, device) -> tuple[Callable[[], Any], int]:
+def _ppo_step(batch_size: int, device, amp: bool = False) -> tuple[Callable[[], Any], int]:
     import torch
 
     from evo_rl.algos import PPOAgent
@@ -117,7 +118,7 @@ def _ppo_step(batch_size: int, device) -> tuple[Callable[[], Any], int]:
     obs_space, act_space = _lidar_spaces()
     n_envs, n_steps = 16, 4096
     agent = PPOAgent(
-        obs_space, act_space, PPOConfig(hidden=HIDDEN, batch_size=batch_size, n_steps=n_steps, epochs=1), device
+        obs_space, act_space, PPOConfig(hidden=HIDDEN, batch_size=batch_size, n_steps=n_steps, epochs=1), device, amp
     )
     rollout = agent.make_rollout(n_envs)
     gen = np.random.default_rng(0)
@@ -134,7 +135,7 @@ def _ppo_step(batch_size: int, device) -> tuple[Callable[[], Any], int]:
 def _sb3_sac_step(batch_size: int, device) -> tuple[Callable[[], Any], int]:
     import gymnasium as gym
     from stable_baselines3 import SAC
-    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.logger import Logger
 
     obs_space, act_space = _lidar_spaces()
     dim = sum(int(np.prod(p.shape)) for p in obs_space.spaces)
@@ -159,7 +160,7 @@ def _sb3_sac_step(batch_size: int, device) -> tuple[Callable[[], Any], int]:
         device=device,
         verbose=0,
     )
-    model.set_logger(configure(None, []))
+    model.set_logger(Logger(folder=None, output_formats=[]))  # no output (and no log folder)
     rb = model.replay_buffer
     gen = np.random.default_rng(0)
     rb.observations[:] = gen.uniform(0, 1, rb.observations.shape)
@@ -171,11 +172,19 @@ def _sb3_sac_step(batch_size: int, device) -> tuple[Callable[[], Any], int]:
     return (lambda: model.train(gradient_steps=10, batch_size=batch_size)), 10
 
 
-def run(*, algo: str = "sac", seconds: float = 10.0, batch: int = 256, threads: int = 0, device: str = "cpu") -> dict:
+def run(
+    *,
+    algo: str = "sac",
+    seconds: float = 10.0,
+    batch: int = 256,
+    threads: int = 0,
+    device: str = "cpu",
+    amp: bool = False,
+) -> dict:
     """Measure ``algo`` (sac, redq or ppo) and return ``{"algo", "updates_per_s", "sb3_sac_updates_per_s", ...}``.
 
     ``seconds`` of measuring per timed part, ``batch`` (minibatch for PPO) size, ``threads`` torch CPU
-    threads (0: one per core), ``device`` cpu, cuda or auto.
+    threads (0: one per core), ``device`` cpu, cuda or auto, ``amp`` EVO RL's agents in mixed precision.
     """
     import torch
 
@@ -184,12 +193,15 @@ def run(*, algo: str = "sac", seconds: float = 10.0, batch: int = 256, threads: 
     torch.set_num_threads(threads or os.cpu_count() or 1)
     torch.manual_seed(0)
     dev = resolve_device(device)
-    parts = {"updates_per_s": _ppo_step(batch, dev) if algo == "ppo" else _off_policy_step(algo, batch, dev)}
+    ours = _ppo_step(batch, dev, amp) if algo == "ppo" else _off_policy_step(algo, batch, dev, amp)
+    parts = {"updates_per_s": ours}
     if algo == "redq":
-        parts["sac_updates_per_s"] = _off_policy_step("sac", batch, dev)
+        parts["sac_updates_per_s"] = _off_policy_step("sac", batch, dev, amp)
     parts["sb3_sac_updates_per_s"] = _sb3_sac_step(batch, dev)
-    result: dict[str, Any] = {"algo": algo, "batch": batch, "device": str(dev)}
+    precision = ("float16" if dev.type == "cuda" else "bfloat16") if amp else "float32"
+    result: dict[str, Any] = {"algo": algo, "batch": batch, "device": str(dev), "precision": precision}
     result.update(_measure(parts, seconds))
+    result["vs_sb3"] = result["updates_per_s"] / result["sb3_sac_updates_per_s"] if algo == "sac" else None
     if algo == "redq":
         result["redq_cost_vs_sac"] = result["sac_updates_per_s"] / result["updates_per_s"]
     result["torch_threads"] = torch.get_num_threads()

@@ -50,6 +50,9 @@ def _learner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=256, help="batch (minibatch for PPO) size")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = one per core")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or auto")
+    p.add_argument(
+        "--amp", action="store_true", help="EVO RL's agents in mixed precision (algo.amp: bfloat16 on the CPU)"
+    )
 
 
 def _realtime_arguments(p: argparse.ArgumentParser) -> None:
@@ -149,6 +152,7 @@ def bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch,
         "threads": args.threads,
         "device": args.device,
+        "amp": args.amp,
     }
 
 

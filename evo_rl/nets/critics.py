@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from gymnasium import spaces
 from torch import nn
 
@@ -35,10 +36,19 @@ class EnsembleQNetwork(nn.Module):
     ``+-1/sqrt(in)``), independently. The observation encoder is shared by the
     members: for vector observations it has no parameters (so the members are
     fully independent critics); for images it is one CNN trained by all of them.
+
+    ``layer_norm`` normalises every hidden layer's pre-activations over its units, with a
+    learned gain and offset per member (``LayerNorm`` before ``ReLU``, as RLPD, Ball et al.
+    2023, arXiv:2302.02948); it bounds the Q-values' growth from unseen actions.
     """
 
     def __init__(
-        self, obs_space: spaces.Space, act_space: spaces.Space, hidden: Sequence[int] = (256, 256), n: int = 2
+        self,
+        obs_space: spaces.Space,
+        act_space: spaces.Space,
+        hidden: Sequence[int] = (256, 256),
+        n: int = 2,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         self.n = n
@@ -50,6 +60,12 @@ class EnsembleQNetwork(nn.Module):
             bound = 1.0 / math.sqrt(fan_in)
             self.weights.append(nn.Parameter(torch.empty(n, fan_in, fan_out).uniform_(-bound, bound)))  # [n, in, out]
             self.biases.append(nn.Parameter(torch.empty(n, 1, fan_out).uniform_(-bound, bound)))  # [n, 1, out]
+        self.norm_gains = nn.ParameterList()
+        self.norm_offsets = nn.ParameterList()
+        if layer_norm:
+            for size in hidden:
+                self.norm_gains.append(nn.Parameter(torch.ones(n, 1, size)))  # [n, 1, hidden]
+                self.norm_offsets.append(nn.Parameter(torch.zeros(n, 1, size)))
 
     def forward(
         self,
@@ -71,14 +87,17 @@ class EnsembleQNetwork(nn.Module):
             features = self.encoder(obs)
         x = torch.cat([features, action.to(features.dtype)], dim=1)  # [B, in]
         weights, biases = list(self.weights), list(self.biases)
+        gains, offsets = list(self.norm_gains), list(self.norm_offsets)
         if members is not None:
-            weights = [w[members] for w in weights]
-            biases = [b[members] for b in biases]
+            weights, biases = [w[members] for w in weights], [b[members] for b in biases]
+            gains, offsets = [g[members] for g in gains], [o[members] for o in offsets]
         if detach_params:
-            weights = [w.detach() for w in weights]
-            biases = [b.detach() for b in biases]
+            weights, biases = [w.detach() for w in weights], [b.detach() for b in biases]
+            gains, offsets = [g.detach() for g in gains], [o.detach() for o in offsets]
         h = torch.baddbmm(biases[0], x.expand(weights[0].shape[0], -1, -1), weights[0])  # [n, B, hidden]
-        for w, b in zip(weights[1:], biases[1:], strict=True):
+        for i, (w, b) in enumerate(zip(weights[1:], biases[1:], strict=True)):
+            if gains:
+                h = torch.addcmul(offsets[i], F.layer_norm(h, h.shape[-1:]), gains[i])
             h = torch.baddbmm(b, torch.relu(h), w)  # [n, B, out]
         return h.squeeze(-1)  # [n, B]
 

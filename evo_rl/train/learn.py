@@ -7,6 +7,7 @@ performs gradient updates on sampled batches, and hands out its actor's weights.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -49,3 +50,29 @@ class Learner:
     def actor_weights(self) -> dict[str, torch.Tensor]:
         """The actor's parameters and buffers, detached on the CPU (what workers load)."""
         return {k: v.detach().to("cpu").contiguous() for k, v in self.agent.actor.state_dict().items()}
+
+
+def lr_factor(schedule: str, final: float, fraction: float) -> float:
+    """The learning-rate multiplier of ``train.lr_schedule`` when ``fraction`` (0..1) of the run is done:
+    1 throughout (constant), or from 1 down to ``final`` along a straight line (linear) or a half cosine."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    if schedule == "linear":
+        return 1.0 - (1.0 - final) * fraction
+    if schedule == "cosine":
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * fraction))
+    return 1.0
+
+
+def scale_learning_rates(agent: Any, factor: float) -> None:
+    """Set every optimiser of ``agent`` to ``factor`` times its configured rates.
+
+    The optimisers are the agent's checkpoint items (a :class:`~evo_rl.algos.TrainingAgent`) or
+    its attributes. Each parameter group keeps its configured rate as ``initial_lr`` (as PyTorch's
+    schedulers do), which its checkpoint carries, so a resumed run goes on from where it was.
+    """
+    items = agent.checkpoint_items() if hasattr(agent, "checkpoint_items") else vars(agent)
+    for item in items.values():
+        if isinstance(item, torch.optim.Optimizer):
+            for group in item.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * factor

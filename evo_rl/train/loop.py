@@ -46,7 +46,7 @@ from evo_rl.train.collect import Collector, EpisodeEnd, EpisodeTracker
 from evo_rl.train.dashboard import Dashboard
 from evo_rl.train.evaluate import EvalResult, Evaluator, RecentEpisodes
 from evo_rl.train.imitation import behaviour_cloning, check_imitation, collect_demos
-from evo_rl.train.learn import Learner
+from evo_rl.train.learn import Learner, lr_factor, scale_learning_rates
 from evo_rl.train.logger import MetricsLogger, truncate_metrics
 from evo_rl.train.policy import save_policy
 from evo_rl.train.run import RunDir
@@ -290,6 +290,13 @@ class Trainer:
         if self.minutes is not None:
             frac = max(frac, session_elapsed / (60.0 * self.minutes))
         return min(1.0, frac)
+
+    def _schedule_lr(self, session_elapsed: float) -> None:
+        """``train.lr_schedule``: every optimiser of the agent at its configured rates times
+        :func:`lr_factor` of the run's fraction done."""
+        cfg = self.cfg.train
+        if cfg.lr_schedule != "constant":
+            scale_learning_rates(self.agent, lr_factor(cfg.lr_schedule, cfg.lr_final, self._fraction(session_elapsed)))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -736,6 +743,7 @@ class Trainer:
                 while True:
                     now = clock()
                     c.elapsed = elapsed_before + now
+                    self._schedule_lr(now)
                     if self._stop is not None:
                         reason = self._stop
                         break

@@ -181,10 +181,10 @@ def _device(cfg: EvoConfig) -> Any:
 
 
 def _amp(cfg: EvoConfig, device: Any) -> None:
-    if cfg.algo.amp and device.type != "cuda":
+    if cfg.algo.amp and device.type not in ("cuda", "cpu"):
         raise ConfigError(
-            f"algo.amp = true needs a CUDA device, but train.device = {cfg.train.device!r} runs on {device}; "
-            "set algo.amp to null"
+            f"algo.amp = true needs a CUDA device or the CPU, but train.device = {cfg.train.device!r} runs on "
+            f"{device}; set algo.amp to null"
         )
 
 
