@@ -337,6 +337,16 @@ class SACConfig(Section):
         0.0, ge=0, description="RND: weight of the intrinsic reward (novelty of the next observation); 0: off"
     )
     rnd_lr: float = Field(1e-4, gt=0, description="RND: learning rate of the predictor network")
+    model_ratio: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Dyna: fraction of every batch replaced by transitions imagined by a learned model; 0: off",
+    )
+    model_warmup: int = Field(
+        2000, ge=0, description="Dyna: model learning steps (one per update) before imagined transitions are used"
+    )
+    model_lr: float = Field(3e-4, gt=0, description="Dyna: learning rate of the dynamics model")
 
     @model_validator(mode="after")
     def _alpha_positive_when_learned(self) -> SACConfig:
@@ -616,6 +626,28 @@ class EvoConfig(Section):
                 "env.tracks trains on many simulator tracks, but env.source is {source}; a game drives its "
                 "loaded map: set env.tracks: null",
                 {"source": self.env.source},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _model_learns_one_step(self) -> EvoConfig:
+        sac = {"sac": self.algo.sac, "redq": self.algo.redq}.get(self.algo.name)
+        if sac is None or sac.model_ratio == 0:
+            return self
+        name = f"algo.{self.algo.name}.model_ratio"
+        if self.memory.nstep > 1:
+            raise PydanticCustomError(
+                "config_conflict",
+                "{name} learns a model of one step from the replay, but memory.nstep is {nstep}: "
+                "set memory.nstep: 1 or {name}: 0",
+                {"name": name, "nstep": self.memory.nstep},
+            )
+        if self.memory.prioritized:
+            raise PydanticCustomError(
+                "config_conflict",
+                "{name} replaces part of every batch by imagined transitions, which have no replay priorities: "
+                "set memory.prioritized: false or {name}: 0",
+                {"name": name},
             )
         return self
 

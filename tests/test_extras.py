@@ -1,4 +1,4 @@
-"""The optional techniques: DrQ image shifts, RND intrinsic reward, parameter-space noise."""
+"""The optional techniques: DrQ image shifts, RND intrinsic reward, parameter-space noise, the Dyna model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_config
 
 from evo_rl.algos import make_agent
-from evo_rl.algos.extras import RND, ParamNoiseActor, augment, random_shift
+from evo_rl.algos.extras import RND, DynamicsModel, ParamNoiseActor, augment, random_shift
 from evo_rl.config import EvoConfig
 from evo_rl.envs.spaces import observation_space
 from evo_rl.errors import ConfigError
@@ -130,3 +130,96 @@ def test_trainer_acts_with_parameter_noise(tmp_path) -> None:
     assert isinstance(trainer.collector.actor, ParamNoiseActor)
     c = trainer.train()
     assert c.env_steps == 80 and c.updates > 0
+
+
+def _toy_world(n: int, gen: torch.Generator):
+    """A known one-step world over a (speed, LIDAR) observation: the speed grows with the first action,
+    the beams shift by the second, the reward is the new speed and a speed above 0.9 ends the episode."""
+    from gymnasium import spaces
+
+    space = spaces.Tuple((spaces.Box(0.0, 1.0, (1,), np.float32), spaces.Box(0.0, 10.0, (2, 3), np.float32)))
+    speed = torch.rand(n, 1, generator=gen)
+    beams = torch.rand(n, 2, 3, generator=gen) * 5 + 2.5
+    act = torch.rand(n, 2, generator=gen) * 2 - 1
+    next_speed = (speed + 0.1 * act[:, :1]).clamp(0.0, 1.0)
+    next_beams = beams + act[:, 1, None, None]
+    rew = next_speed[:, 0]
+    return space, (speed, beams), act, rew, (next_speed, next_beams), (next_speed[:, 0] > 0.9).float()
+
+
+def test_dynamics_model_learns_a_known_world() -> None:
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    space, *_ = _toy_world(1, gen)
+    model = DynamicsModel(space, act_dim=2, hidden=64, lr=1e-3)
+    for _ in range(1500):
+        _, obs, act, rew, nxt, term = _toy_world(128, gen)
+        model.learn(obs, act, rew, nxt, term)
+    _, obs, act, rew, nxt, term = _toy_world(512, gen)
+    (speed, beams), reward, done = model.imagine(obs, act)
+    assert speed.shape == (512, 1) and beams.shape == (512, 2, 3)
+    # errors far below the changes themselves (0.05 for the speed, 0.5 m for the beams)
+    assert (speed - nxt[0]).abs().mean() < 0.01 and (beams - nxt[1]).abs().mean() < 0.1
+    assert (reward - rew).abs().mean() < 0.02
+    assert (done == term).float().mean() > 0.95
+    assert float(speed.min()) >= 0.0 and float(speed.max()) <= 1.0  # within the space's bounds
+
+
+@pytest.mark.parametrize("algo", ["sac", "redq"])
+def test_dyna_mixes_imagined_transitions_into_the_batch(algo: str) -> None:
+    from evo_rl.envs.spaces import action_space
+
+    cfg = EvoConfig()
+    cfg.algo.name = algo
+    for sac in (cfg.algo.sac, cfg.algo.redq):
+        sac.hidden, sac.model_ratio, sac.model_warmup = [32, 32], 0.25, 2
+    space = observation_space(cfg)
+    agent = make_agent(cfg, space, action_space(), "cpu")
+    batch = _batch(agent, space, 16)
+    for step in range(4):
+        obs, act, rew, next_obs, done, discount, weights = agent.unpack(batch)
+        k = 4 if step >= 2 else 0  # after model_warmup model steps, a quarter of the batch is imagined
+        assert agent._model_metrics["imagined"] == k / 16
+        for o, real in zip(obs, batch.obs, strict=True):
+            assert torch.equal(o, real)  # every row starts from a real state
+        assert torch.equal(act[k:], batch.act[k:]) and torch.equal(rew[k:], batch.rew[k:])
+        assert torch.equal(next_obs[1][k:], batch.next_obs[1][k:])
+        if k:
+            assert not torch.equal(act[:k], batch.act[:k]) and not torch.equal(next_obs[1][:k], batch.next_obs[1][:k])
+            assert torch.all(discount[:k] == cfg.algo.sac.gamma) and torch.all(weights == 1)
+    metrics = agent.update(batch).metrics
+    assert metrics["imagined"] == 0.25 and np.isfinite(metrics["model_loss"])
+    state = agent.state_dict()
+    assert "model" in state and "model_optim" in state
+    other = make_agent(cfg, space, action_space(), "cpu")
+    other.load_state_dict(state)
+    assert int(other.model.count) == int(agent.model.count) == 5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["memory.nstep=3"], "memory.nstep is 3"),
+        (["memory.prioritized=true"], "no replay priorities"),
+    ],
+)
+def test_dyna_refuses_what_it_cannot_learn(overrides: list[str], message: str) -> None:
+    from evo_rl.config import load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["algo.sac.model_ratio=0.5", *overrides])
+    load_config(None, ["algo.sac.model_ratio=0.5", "algo.name=ppo", *overrides])  # not SAC: nothing to refuse
+
+
+def test_dyna_needs_vector_observations_and_trains(tmp_path) -> None:
+    from evo_rl.envs.spaces import action_space
+
+    cfg = EvoConfig()
+    cfg.algo.sac.model_ratio = 0.5
+    cfg.env.flavour = "full"
+    cfg.camera.width = cfg.camera.height = 40
+    with pytest.raises(ConfigError, match="model of vector observations"):
+        make_agent(cfg, observation_space(cfg), action_space(), "cpu")
+    cfg = tiny_config("train.total_steps=120", "algo.sac.model_ratio=0.5", "algo.sac.model_warmup=4")
+    c = Trainer(cfg, create_run(tmp_path, "dyna", cfg)).train()
+    assert c.env_steps == 120 and c.updates > 4

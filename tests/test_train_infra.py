@@ -230,3 +230,20 @@ def test_pause_and_resume_commands(tmp_path, capsys):
     assert not run.is_paused()
     assert f"pid {os.getpid()}" in capsys.readouterr().out
     assert main(["pause", "nope", "--runs-dir", str(tmp_path)]) == 2
+
+
+def test_dashboard_shows_the_record_lap_beside_the_reference():
+    from rich.console import Console
+
+    from evo_rl.train.dashboard import Dashboard, plain_line
+
+    ev = {"finish_rate": 1.0, "mean_lap_time": 46.0, "record_lap_time": 41.84, "record_ratio": 46.0 / 41.84}
+    snap = {"eval": ev, "reference_lap_time": 45.81, "best_lap_time": 46.0}
+    assert "ref=45.81 s" in plain_line(snap) and "record=41.84 s" in plain_line(snap)
+    assert "record" not in plain_line({**snap, "eval": {**ev, "record_lap_time": None, "record_ratio": None}})
+    console = Console(width=160, record=True)
+    dash = Dashboard("r", ("minutes", 1.0), "rich", console=console)
+    dash.snap = snap
+    console.print(dash._render())
+    text = console.export_text()
+    assert "record lap" in text and "41.84" in text and "1.099x" in text

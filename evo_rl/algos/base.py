@@ -21,7 +21,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from evo_rl.algos.extras import RND, augment, image_parts
+from evo_rl.algos.extras import RND, DynamicsModel, augment, image_parts
 from evo_rl.config import SACConfig
 from evo_rl.errors import CheckpointError, ConfigError
 from evo_rl.memory.replay import Batch
@@ -257,6 +257,12 @@ class SoftActorCriticBase(TrainingAgent):
             raise ConfigError("algo.sac.drq_pad shifts image observations, and these have none: set env.flavour: full")
         self.rnd = RND(obs_space, lr=cfg.rnd_lr).to(self.device) if cfg.rnd_weight > 0 else None
         self._intrinsic = torch.zeros((), device=self.device)  # mean intrinsic reward of the last batch
+        self.model = (
+            DynamicsModel(obs_space, self.actor.act_dim, max(cfg.hidden), cfg.model_lr).to(self.device)
+            if cfg.model_ratio > 0
+            else None
+        )
+        self._model_metrics: dict[str, torch.Tensor] = {}
 
     def cloning_loss(self, batch: Batch) -> torch.Tensor:
         """Behaviour cloning: the mean negative log-likelihood of the batch's actions under the policy, up to a
@@ -272,8 +278,10 @@ class SoftActorCriticBase(TrainingAgent):
         return (0.5 * ((u - mean) / log_std.exp()).pow(2) + log_std).sum(-1).mean()
 
     def extra_metrics(self) -> dict[str, torch.Tensor]:
-        """Metrics of the optional techniques (RND's mean intrinsic reward)."""
-        return {"intrinsic_reward": self._intrinsic} if self.rnd is not None else {}
+        """Metrics of the optional techniques (RND's mean intrinsic reward, the Dyna model's loss and the
+        fraction of imagined transitions)."""
+        metrics = {"intrinsic_reward": self._intrinsic} if self.rnd is not None else {}
+        return metrics | self._model_metrics
 
     @property
     def gamma(self) -> float:
@@ -298,6 +306,8 @@ class SoftActorCriticBase(TrainingAgent):
         weights = torch.ones_like(rew) if weights is None else vector(weights)
         act = batch.act.to(self.device, torch.float32, non_blocking=True)  # [B, A]
         obs, next_obs = to_device(batch.obs, self.device), to_device(batch.next_obs, self.device)
+        if self.model is not None:
+            act, rew, next_obs, done, discount, weights = self.dyna(obs, act, rew, next_obs, done, discount, weights)
         if self._drq_parts:  # DrQ: independent random shifts of the images
             obs = augment(obs, self._drq_parts, self.config.drq_pad)
             next_obs = augment(next_obs, self._drq_parts, self.config.drq_pad)
@@ -306,6 +316,52 @@ class SoftActorCriticBase(TrainingAgent):
             self._intrinsic = intrinsic.mean().detach()
             rew = rew + self.config.rnd_weight * intrinsic
         return obs, act, rew, next_obs, done, discount, weights
+
+    def dyna(
+        self,
+        obs: Obs,
+        act: torch.Tensor,
+        rew: torch.Tensor,
+        next_obs: Obs,
+        done: torch.Tensor,
+        discount: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, Obs, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Dyna (``algo.sac.model_ratio``): one model step on the real batch, then, once the model has had
+        ``model_warmup`` steps, its first ``model_ratio * B`` rows (a random sample) get the current policy's
+        actions and the model's next observations, rewards and terminations, with ``discount = gamma`` and
+        weight 1. Returns ``(act, rew, next_obs, done, discount, weights)``."""
+        assert self.model is not None
+        loss = self.model.learn(obs, act, rew, next_obs, done)
+        k = (
+            int(round(self.config.model_ratio * rew.shape[0]))
+            if int(self.model.count) > self.config.model_warmup
+            else 0
+        )
+        self._model_metrics = {"model_loss": loss, "imagined": torch.tensor(k / rew.shape[0])}
+        if k == 0:
+            return act, rew, next_obs, done, discount, weights
+        first = obs[:k] if isinstance(obs, torch.Tensor) else tuple(o[:k] for o in obs)
+        with torch.no_grad():
+            action, _ = self.actor(first)
+        imagined, reward, terminated = self.model.imagine(first, action)
+
+        def join(new: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+            return torch.cat([new.to(real.dtype), real[k:]])
+
+        if isinstance(next_obs, torch.Tensor):
+            next_obs = join(imagined, next_obs)  # type: ignore[arg-type]
+        else:
+            next_obs = tuple(join(i, n) for i, n in zip(imagined, next_obs, strict=True))
+        gamma = torch.full_like(reward, self.config.gamma)
+        return (
+            join(action, act),
+            join(reward, rew),
+            next_obs,
+            join(terminated, done),
+            join(gamma, discount),
+            join(torch.ones_like(reward), weights),
+        )
 
     def alpha_loss(self, log_pi: torch.Tensor) -> torch.Tensor:
         """Entropy-coefficient loss ``J(alpha) = E[-alpha log pi(a|s) - alpha H_target]`` (eq. 18), with
@@ -340,4 +396,7 @@ class SoftActorCriticBase(TrainingAgent):
         if self.rnd is not None:
             items["rnd"] = self.rnd
             items["rnd_optim"] = self.rnd.optim
+        if self.model is not None:
+            items["model"] = self.model
+            items["model_optim"] = self.model.optim
         return items

@@ -12,6 +12,12 @@
   Exploration", 2018): the collector acts with a copy of the actor whose weights carry Gaussian noise,
   drawn again every ``interval`` steps; its scale adapts so that the perturbed actions differ from the
   unperturbed ones by ``target`` (root mean square, in action units) (``train.param_noise``).
+- :class:`DynamicsModel`: Dyna (Sutton, "Integrated Architectures for Learning, Planning, and Reacting
+  Based on Approximating Dynamic Programming", 1990), in the one-step form of MBPO (Janner et al., "When
+  to Trust Your Model", 2019): a network learns one step of the world, ``(s, a) -> (s', r, terminated)``,
+  from every real batch; once trained, a fraction ``algo.sac.model_ratio`` of every batch is replaced by
+  imagined transitions that start from the batch's real states with the current policy's actions, so
+  they go through the same critic and actor updates as the real ones (vector observations only).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from torch import nn
 
+from evo_rl.errors import ConfigError
 from evo_rl.nets.encoder import Obs, ObservationEncoder, is_image, observation_parts
 from evo_rl.nets.layers import adam, mlp
 
@@ -145,3 +152,83 @@ class ParamNoiseActor:
         noisy = np.asarray(self._noisy.act(obs, test=True))
         self.distance = float(np.sqrt(np.mean((clean - noisy) ** 2)))
         self.sigma *= ADAPT if self.distance < self.target else 1.0 / ADAPT
+
+
+class DynamicsModel(nn.Module):
+    """One learned step of the world for vector observations (see the module docstring).
+
+    The network sees the scaled observation (the agents' own encoder) and the action, and predicts the
+    change of every observation number divided by its running standard deviation, the reward and the
+    termination logit. Imagined observations are clipped to the observation space's bounds.
+    """
+
+    delta_std: torch.Tensor
+    count: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+
+    def __init__(self, obs_space: spaces.Space, act_dim: int, hidden: int = 256, lr: float = 3e-4) -> None:
+        super().__init__()
+        parts = observation_parts(obs_space)
+        if any(is_image(p) for p in parts):
+            raise ConfigError(
+                "algo.sac.model_ratio learns a model of vector observations, and these have images: "
+                "set env.flavour: lidar or lidar_progress, or algo.sac.model_ratio: 0"
+            )
+        self.flat = isinstance(obs_space, spaces.Box)
+        self.shapes = [p.shape for p in parts]
+        self.sizes = [int(np.prod(shape)) for shape in self.shapes]
+        dim = sum(self.sizes)
+        low = np.concatenate([np.asarray(p.low, np.float32).reshape(-1) for p in parts])
+        high = np.concatenate([np.asarray(p.high, np.float32).reshape(-1) for p in parts])
+        self.register_buffer("low", torch.from_numpy(np.where(np.isfinite(low), low, -np.inf).astype(np.float32)))
+        self.register_buffer("high", torch.from_numpy(np.where(np.isfinite(high), high, np.inf).astype(np.float32)))
+        self.encoder = ObservationEncoder(obs_space)
+        self.net = mlp(self.encoder.out_dim + act_dim, [hidden, hidden], dim + 2, "relu")
+        self.register_buffer("delta_std", torch.ones(dim))  # running standard deviation of s' - s, [D]
+        self.register_buffer("count", torch.zeros(()))  # learning steps so far
+        self.optim = adam(self.net.parameters(), lr)
+
+    def _flat(self, obs: Obs) -> torch.Tensor:
+        parts: tuple[torch.Tensor, ...] = (obs,) if isinstance(obs, torch.Tensor) else tuple(obs)
+        return torch.cat([p.reshape(p.shape[0], -1).float() for p in parts], dim=1)  # [B, D]
+
+    def _parts(self, x: torch.Tensor) -> Obs:
+        chunks = x.split(self.sizes, dim=1)
+        parts = tuple(c.reshape(x.shape[0], *shape) for c, shape in zip(chunks, self.shapes, strict=True))
+        return parts[0] if self.flat else parts
+
+    def forward(self, obs: Obs, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(scaled change [B, D], reward [B], termination logit [B])``."""
+        out = self.net(torch.cat([self.encoder(obs), action.float()], dim=1))
+        return out[:, :-2], out[:, -2], out[:, -1]
+
+    def learn(
+        self, obs: Obs, action: torch.Tensor, reward: torch.Tensor, next_obs: Obs, terminated: torch.Tensor
+    ) -> torch.Tensor:
+        """One gradient step on real one-step transitions; returns the loss (squared errors of the scaled
+        change and of the reward, plus the termination's cross-entropy)."""
+        delta = self._flat(next_obs) - self._flat(obs)  # [B, D]
+        with torch.no_grad():  # running scale of the change (exponential once past the first batches)
+            self.count += 1
+            rate = max(1.0 / float(self.count), 0.01)
+            var = self.delta_std.pow(2).mul_(1.0 - rate).add_(rate * delta.pow(2).mean(0))
+            self.delta_std.copy_(var.sqrt().clamp_min(1e-3))
+        pred_delta, pred_reward, logit = self(obs, action)
+        loss = (
+            (pred_delta - delta / self.delta_std).pow(2).mean()
+            + (pred_reward - reward).pow(2).mean()
+            + F.binary_cross_entropy_with_logits(logit, terminated.float())
+        )
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optim.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def imagine(self, obs: Obs, action: torch.Tensor) -> tuple[Obs, torch.Tensor, torch.Tensor]:
+        """The model's ``(next observation, reward [B], terminated [B] as 0/1)`` of ``action`` in ``obs``."""
+        pred_delta, reward, logit = self(obs, action)
+        x = self._flat(obs) + pred_delta * self.delta_std
+        x = torch.maximum(torch.minimum(x, self.high), self.low)
+        return self._parts(x), reward, (logit > 0).float()

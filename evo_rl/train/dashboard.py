@@ -62,6 +62,8 @@ def plain_line(snap: dict[str, Any]) -> str:
             f"eval finish={100 * ev.get('finish_rate', 0.0):.0f}% lap={_lap(ev.get('mean_lap_time'))}"
             f" best={_lap(snap.get('best_lap_time'))} ref={_lap(snap.get('reference_lap_time'))}"
         )
+        if ev.get("record_lap_time"):
+            parts.append(f"record={_lap(ev['record_lap_time'])}")
     rt = snap.get("realtime")
     if rt:
         parts.append(
@@ -188,8 +190,12 @@ class Dashboard:
         evt.add_column(style="cyan", no_wrap=True)
         evt.add_column(justify="right")
         evt.add_row("reference lap", _lap(ref))
+        if ev.get("record_lap_time"):
+            evt.add_row("record lap", _lap(ev["record_lap_time"]))
         evt.add_row("latest lap", _lap(ev.get("mean_lap_time")) + _ratio(ev.get("mean_lap_time"), ref))
         evt.add_row("best lap", _lap(s.get("best_lap_time")) + _ratio(s.get("best_lap_time"), ref))
+        if ev.get("record_ratio"):
+            evt.add_row("latest / record", f"{ev['record_ratio']:.3f}x")
         evt.add_row("finish rate", "-" if not ev else f"{100 * ev.get('finish_rate', 0.0):.0f}%")
         evt.add_row("evaluations", f"{s.get('evaluations', 0)}")
 

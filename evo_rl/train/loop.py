@@ -489,7 +489,10 @@ class Trainer:
         self._save_policy()
         ref = result.reference_lap_time
         lap = "no finish" if result.mean_lap_time is None else f"mean lap {result.mean_lap_time:.2f} s"
-        ratio = f" ({result.lap_time_ratio:.3f}x reference {ref:.2f} s)" if result.lap_time_ratio else ""
+        ratio = f" ({result.lap_time_ratio:.3f}x reference {ref:.2f} s" if result.lap_time_ratio else ""
+        if ratio and result.record_ratio:
+            ratio += f", {result.record_ratio:.3f}x record {result.record_lap_time:.2f} s"
+        ratio += ")" if ratio else ""
         self.dashboard.message(
             f"evaluation {c.evaluations}: finish rate {100 * result.finish_rate:.0f}%, {lap}{ratio}, "
             f"progress {100 * result.mean_progress:.0f}%"
