@@ -362,3 +362,17 @@ def test_check_reports_each_step(tmp_path, capsys) -> None:
         assert "one step advanced the race" in capsys.readouterr().out
     assert main(["game", "tmnf", "check", "--ports", str(game.port), "--dir", str(tmp_path), "--json"]) == 1
     assert '"status": "missing"' in capsys.readouterr().out
+
+
+def test_the_game_without_frames_refuses_the_image_flavour():
+    from evo_rl.config import load_config
+    from evo_rl.envs.core import FLAVOUR_FIX
+    from evo_rl.envs.observation import flavour_needs
+    from evo_rl.envs.source import require
+    from evo_rl.errors import ConfigError
+    from evo_rl.games.tmnf.source import provides
+
+    cfg = load_config(None, ["env.flavour=full"])
+    assert "frames" in provides(cfg, True, virtual=True)
+    with pytest.raises(ConfigError, match="env.flavour: full needs frames"):
+        require("tmnf", provides(cfg, True, virtual=False), flavour_needs(cfg), "env.flavour: full", FLAVOUR_FIX)

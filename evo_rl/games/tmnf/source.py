@@ -27,10 +27,12 @@ from evo_rl.sim.track import Track
 
 
 def provides(cfg: EvoConfig, has_track: bool, virtual: bool) -> frozenset[str]:
-    """What TMNF instances report under ``cfg``, without connecting."""
-    out = set(p.PROVIDES) | {"frames"}
+    """What TMNF instances report under ``cfg``, without connecting. Frames come from the virtual TMNF only:
+    the TMInterface plugin sends none (its states say ``frame_height = 0``), so ``env.flavour: full`` in the
+    game is refused at start-up rather than trained on blank images."""
+    out = set(p.PROVIDES)
     if virtual:
-        out.add("wall_contact")
+        out |= {"wall_contact", "frames"}
     if has_track:
         out.add("track")
         if cfg.lidar.kind == "geometric":
