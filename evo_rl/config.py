@@ -502,7 +502,7 @@ class TrainConfig(Section):
     param_noise: float = Field(
         0.0,
         ge=0,
-        description="off-policy, local: act with parameter-space noise of this action distance (RMS); 0: off",
+        description="off-policy: act with parameter-space noise of this action distance (RMS), also in workers; 0: off",
     )
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant",

@@ -223,3 +223,37 @@ def test_dyna_needs_vector_observations_and_trains(tmp_path) -> None:
     cfg = tiny_config("train.total_steps=120", "algo.sac.model_ratio=0.5", "algo.sac.model_warmup=4")
     c = Trainer(cfg, create_run(tmp_path, "dyna", cfg)).train()
     assert c.env_steps == 120 and c.updates > 4
+
+
+def test_a_worker_acts_with_parameter_noise_on_each_new_set_of_weights() -> None:
+    from evo_rl.dist import wire
+    from evo_rl.dist.worker import Worker
+    from evo_rl.train.collect import Collector, exploring_actor
+    from evo_rl.train.policy import build_actor
+
+    cfg = tiny_config("train.param_noise=0.2")
+    actor = build_actor(cfg).eval()
+    assert exploring_actor(actor, 0.0, 0) is actor
+    worker = Worker(cfg, 0)  # not connected: only its weight loading is exercised
+    worker.cfg, worker.actor = cfg, actor
+    env = type("Cars", (), {"num_envs": 4})()
+    worker.collector = Collector(env, None, exploring_actor(actor, 0.2, 0), np.random.default_rng(0))  # type: ignore[arg-type]
+    noisy = worker.collector.actor
+    assert isinstance(noisy, ParamNoiseActor)
+    space = observation_space(cfg)
+    obs = tuple(np.stack([s.sample() for _ in range(4)]) for s in space.spaces)
+    noisy.act(obs)
+    first = noisy._noisy
+    trained = build_actor(cfg)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)
+    data = wire.weights_to_bytes({k: v.detach() for k, v in trained.state_dict().items()}, {"version": "3"})
+    msg = wire.decode(wire.encode("weights", {"version": 3}, {"safetensors": np.frombuffer(data, np.uint8)}))
+    worker._load_weights(msg)
+    assert worker.version == 3 and noisy._noisy is None  # the next step perturbs the new weights
+    noisy.act(obs)
+    assert noisy._noisy is not first
+    clean = dict(actor.named_parameters())
+    for name, p in noisy._noisy.named_parameters():  # close to the new weights, not the old ones
+        assert (p - clean[name]).abs().mean() < 0.5 * (p - dict(first.named_parameters())[name]).abs().mean()

@@ -27,7 +27,7 @@ from evo_rl.dist import wire
 from evo_rl.dist.common import DistError, client_socket, encode_batch, matters, mismatches, send
 from evo_rl.dist.server import log_line
 from evo_rl.dist.spool import Spool
-from evo_rl.train.collect import Collector, Transitions
+from evo_rl.train.collect import Collector, Transitions, exploring_actor
 
 WINDOW_TRANSITIONS = 4096  # transitions in flight (sent, not acknowledged) per worker, at most
 
@@ -187,7 +187,8 @@ class Worker:
         self.env = make_env(cfg)
         self.actor = build_actor(cfg).eval()
         layout = ObsLayout.from_space(self.env.single_observation_space, cfg.env.hist_len, cfg.env.act_buf_len, cfg.env.flavour)
-        self.collector = Collector(self.env, layout, self.actor, np.random.default_rng(cfg.train.seed))
+        acting = exploring_actor(self.actor, cfg.train.param_noise, cfg.train.seed)  # the actor, or its noisy copies
+        self.collector = Collector(self.env, layout, acting, np.random.default_rng(cfg.train.seed))
         self.lockstep = cfg.env.source in ("sim", "tmnf")
         self.log(
             f"worker {self.id} joined: {cfg.algo.name} on {cfg.env.track} ({cfg.env.source}, {self.env.num_envs} cars); "
@@ -237,6 +238,8 @@ class Worker:
         except (KeyError, RuntimeError, wire.WireError) as e:
             self.log(f"weights version {msg.meta.get('version')} not loaded: {e}")
             return
+        if hasattr(self.collector.actor, "set_actor"):  # parameter noise: perturb the new weights from the next step
+            self.collector.actor.set_actor(self.actor)
         self.version = int(msg.meta.get("version", 0))
         self.weights_updates = int(msg.meta.get("updates", 0))
         if int(msg.meta.get("env_steps", 0)) >= self.cfg.train.start_steps:

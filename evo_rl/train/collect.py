@@ -106,6 +106,16 @@ class Transitions:
         return int(self.reward.shape[0])
 
 
+def exploring_actor(actor: Any, param_noise: float, seed: int) -> Any:
+    """What a collector acts with: ``actor``, or with ``train.param_noise`` its perturbed copies
+    (:class:`~evo_rl.algos.extras.ParamNoiseActor`, which follows ``actor``'s weights as they change)."""
+    if param_noise <= 0:
+        return actor
+    from evo_rl.algos.extras import ParamNoiseActor
+
+    return ParamNoiseActor(actor, param_noise, seed=seed)
+
+
 class Collector:
     """A car source (a vector env) and an actor: each :meth:`step` is one step of every car.
 

@@ -42,7 +42,7 @@ from evo_rl.errors import CheckpointError
 from evo_rl.games.errors import GameConnectionError
 from evo_rl.memory import ObsLayout
 from evo_rl.train.checkpoint import Checkpoint, CheckpointManager, rng_state, set_rng_state
-from evo_rl.train.collect import Collector, EpisodeEnd, EpisodeTracker
+from evo_rl.train.collect import Collector, EpisodeEnd, EpisodeTracker, exploring_actor
 from evo_rl.train.dashboard import Dashboard
 from evo_rl.train.evaluate import EvalResult, Evaluator, RecentEpisodes
 from evo_rl.train.imitation import behaviour_cloning, check_imitation, collect_demos
@@ -271,11 +271,7 @@ class Trainer:
 
     def _make_collector(self, layout: ObsLayout) -> Collector | None:
         """The off-policy collector: this trainer's env and actor (with ``train.param_noise``, its perturbed copies)."""
-        actor: Any = self.agent.actor
-        if self.cfg.train.param_noise > 0:
-            from evo_rl.algos.extras import ParamNoiseActor
-
-            actor = ParamNoiseActor(actor, self.cfg.train.param_noise, seed=self.cfg.train.seed)
+        actor = exploring_actor(self.agent.actor, self.cfg.train.param_noise, self.cfg.train.seed)
         return Collector(self.env, layout, actor, self.rng)
 
     # ------------------------------------------------------------------ budget
