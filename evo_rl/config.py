@@ -327,7 +327,7 @@ class SACConfig(Section):
     tau: float = Field(0.005, gt=0, le=1, description="target network Polyak averaging factor")
     alpha: float = Field(0.2, ge=0, description="entropy coefficient (initial value when learned)")
     learn_entropy: bool = Field(True, description="learn the entropy coefficient towards target_entropy")
-    target_entropy: float | None = Field(None, description="target entropy; null = -action_dim")
+    target_entropy: float | None = Field(None, description="target entropy; null = -2 * action_dim (-6)")
     hidden: list[PositiveInt] = Field([256, 256], min_length=1, description="hidden layer sizes of actor and critics")
     critic_layer_norm: bool = Field(False, description="LayerNorm on the critics' hidden layers (before each ReLU)")
     drq_pad: int = Field(

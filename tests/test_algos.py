@@ -220,7 +220,7 @@ def test_sac_update_is_the_papers_losses_in_order():
     assert m["qf2_loss"] == pytest.approx(((qf2 - y) ** 2).mean().item(), rel=1e-4)
     assert m["next_q_value"] == pytest.approx(y.mean().item(), rel=1e-4, abs=1e-5)
     assert m["actor_loss"] == pytest.approx((0.3 * log_pi - q_pi).mean().item(), rel=1e-4, abs=1e-5)
-    assert m["alpha_loss"] == pytest.approx(-(math.log(0.3) * (log_pi - 3.0)).mean().item(), rel=1e-4)
+    assert m["alpha_loss"] == pytest.approx(-(math.log(0.3) * (log_pi - 6.0)).mean().item(), rel=1e-4)  # target -6
     assert m["entropy"] == pytest.approx(-log_pi.mean().item(), rel=1e-4, abs=1e-5)
     torch.testing.assert_close(result.td_error, ((qf1 + qf2) / 2 - y).abs(), rtol=1e-4, atol=1e-5)
 

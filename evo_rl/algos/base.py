@@ -249,7 +249,9 @@ class SoftActorCriticBase(TrainingAgent):
         self.critic_optim = adam(self.critic.parameters(), cfg.lr_critic)
         self.actor_scaler = self.grad_scaler()
         self.critic_scaler = self.grad_scaler()
-        self.target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(self.actor.act_dim)
+        # -2 nats per action dimension: with SAC's usual -1 the policy learned to drive with its own noise late in a run
+        # (docs/training.md, "How well it learns")
+        self.target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -2.0 * self.actor.act_dim
         self.log_alpha = torch.tensor(cfg.alpha, device=self.device).log().requires_grad_(cfg.learn_entropy)
         self.alpha_optim = adam([self.log_alpha], cfg.lr_entropy) if cfg.learn_entropy else None
         self._drq_parts = image_parts(obs_space) if cfg.drq_pad > 0 else []
