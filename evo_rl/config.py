@@ -255,8 +255,9 @@ class GameConfig(Section):
     )
     screen: Literal["none", "window", "virtual"] = Field(
         "none",
-        description="none, window (mss capture of the game window) or virtual (a virtual game's screen); "
-        "needed by lidar.kind: tmrl and env.flavour: full",
+        description="none, window (mss capture of the game window; TMNF: of each instance's window placed by "
+        "`evo-rl game tmnf launch --tile W H`) or virtual (a virtual game's screen); needed by lidar.kind: "
+        "tmrl and env.flavour: full (TMNF: virtual instances send frames themselves)",
     )
     window_width: int = Field(958, ge=64, description="game window client width, px (TMRL's LIDAR: 958)")
     window_height: int = Field(488, ge=64, description="game window client height, px (TMRL's LIDAR: 488)")

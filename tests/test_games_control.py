@@ -323,6 +323,9 @@ class FakeWindows:
         self.calls.append(("resize", window.handle, width, height))
         self.asked = (width, height)
 
+    def move(self, window: Window, left: int, top: int) -> None:
+        self.calls.append(("move", window.handle, left, top))
+
     def client_rect(self, window: Window) -> Rect:
         self.calls.append(("rect", window.handle))
         if self.accepts and hasattr(self, "asked"):

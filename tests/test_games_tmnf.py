@@ -376,3 +376,147 @@ def test_the_game_without_frames_refuses_the_image_flavour():
     assert "frames" in provides(cfg, True, virtual=True)
     with pytest.raises(ConfigError, match="env.flavour: full needs frames"):
         require("tmnf", provides(cfg, True, virtual=False), flavour_needs(cfg), "env.flavour: full", FLAVOUR_FIX)
+
+
+# --------------------------------------------------------------------------- frames from the instances' windows
+
+
+class LauncherWindows:
+    """A window system where each live process of ``launcher`` has one window titled like TMNF, besides a
+    browser tab that was open before; windows have a 8 px border and a 31 px title bar."""
+
+    def __init__(self) -> None:
+        self.launcher: object = None
+        self.at: dict[int, tuple[int, int]] = {}  # handle -> outer top-left
+        self.size: dict[int, tuple[int, int]] = {}  # handle -> client size
+
+    def find(self, title: str) -> list:
+        from evo_rl.games.window import Window
+
+        procs = [q for q in getattr(self.launcher, "procs", []) if q is not None and q.poll() is None]
+        windows = [
+            Window(1, "TrackMania forum - Browser"),
+            *(Window(q.pid, "TrackMania Nations Forever") for q in procs),
+        ]
+        return [w for w in windows if title.casefold() in w.title.casefold()]
+
+    def activate(self, window) -> None:
+        pass
+
+    def resize_client(self, window, width: int, height: int) -> None:
+        self.size[window.handle] = (width, height)
+
+    def move(self, window, left: int, top: int) -> None:
+        self.at[window.handle] = (left, top)
+
+    def client_rect(self, window):
+        from evo_rl.games.window import Rect
+
+        left, top = self.at.get(window.handle, (500, 500))
+        return Rect(left + 8, top + 31, *self.size.get(window.handle, (640, 480)))
+
+
+class RegionScreen:
+    """A capture of ``region`` whose picture is uniform, its grey level the region's left edge (mod 256)."""
+
+    opened: list[dict] = []
+
+    def __init__(self, region: dict) -> None:
+        self.region = region
+        RegionScreen.opened.append(region)
+
+    def grab(self) -> np.ndarray:
+        return np.full((self.region["height"], self.region["width"], 3), self.region["left"] % 256, np.uint8)
+
+    def close(self) -> None:
+        pass
+
+
+def test_tiling_and_the_windows_file(tmp_path) -> None:
+    from evo_rl.errors import ConfigError
+    from evo_rl.games.errors import GameError
+    from evo_rl.games.tmnf.windows import Tiling, check_apart, read_windows, write_windows
+    from evo_rl.games.window import Rect
+
+    tiling = Tiling(320, 200, columns=2, gap=40, left=10)
+    assert [tiling.cell(i) for i in range(3)] == [(10, 0), (370, 0), (10, 240)]
+    with pytest.raises(ConfigError, match="at least 1 column"):
+        Tiling(320, 200, columns=0)
+    regions = {9201: Rect(370, 31, 320, 200), 9200: Rect(18, 31, 320, 200)}
+    write_windows(tmp_path, regions)
+    assert read_windows(tmp_path) == regions
+    check_apart(regions)
+    with pytest.raises(GameError, match="ports 9200 and 9201 overlap.*larger gap"):
+        check_apart({9200: Rect(0, 0, 320, 200), 9201: Rect(319, 199, 320, 200)})
+    with pytest.raises(ConfigError, match=r"does not exist: start the games with `evo-rl game tmnf launch --tile"):
+        read_windows(tmp_path / "elsewhere")
+    path = tmp_path / "windows.json"
+    for garbage, match in (
+        ("{not json", "is not a windows file"),
+        ('{"version": 2, "windows": {}}', "not a version 1 windows file"),
+        ('{"version": 1, "windows": {"9200": {"left": 0, "top": 0, "width": -5, "height": 9}}}', "port '9200'"),
+        ('{"version": 1, "windows": {"x": {"left": 0, "top": 0, "width": 5, "height": 9}}}', "port 'x'"),
+    ):
+        path.write_text(garbage)
+        with pytest.raises(ConfigError, match=match):
+            read_windows(tmp_path)
+
+
+def test_frames_from_each_instances_window_placed_by_the_launcher(tmp_path, monkeypatch) -> None:
+    import signal
+    import sys
+    import time
+
+    from evo_rl.config import load_config
+    from evo_rl.games import capture
+    from evo_rl.games.tmnf.launch import Launcher
+    from evo_rl.games.tmnf.source import provides
+    from evo_rl.games.tmnf.windows import Tiling, read_windows
+    from evo_rl.games.window import Rect
+
+    games = [VirtualTMNF("evo-test", port=0, speed=100).start() for _ in range(2)]
+    ports = [g.port for g in games]
+    # the instances' processes: sleepers standing for the games, whose windows the fake system shows
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)", "{port}"]
+    system = LauncherWindows()
+    tiling = Tiling(320, 200, columns=2, gap=48)
+    launcher = Launcher(sleeper, ports, str(tmp_path), tiling=tiling, windows=system)
+    system.launcher = launcher
+    monkeypatch.setattr(capture, "MssScreen", RegionScreen)
+    RegionScreen.opened = []
+    cfg = load_config(None, ["env.flavour=full", "game.screen=window", f"game.launcher_dir={tmp_path}"])
+    cfg.game.record_timeout = 1.0
+    cfg.game.reconnect_timeout = 5.0
+    assert "frames" in provides(cfg, True, virtual=False)  # the game itself, through its windows
+    try:
+        with launcher:
+            cells = {ports[0]: Rect(8, 31, 320, 200), ports[1]: Rect(376, 31, 320, 200)}
+            assert launcher.regions == cells and read_windows(tmp_path) == cells  # the browser tab was left alone
+            source = open_source(cfg, ports, virtual=True)
+            assert source._frame is None  # frames come from the windows, not the protocol
+            env = VecTrackEnv(cfg, n_envs=2, source=source)
+            obs, _ = env.reset(seed=0)
+            assert [int(obs[3][i].mean()) for i in range(2)] == [8, 376 % 256]
+            first = launcher.procs[0]
+            assert first is not None
+            first.send_signal(signal.SIGKILL)  # instance 0 crashes: its new window takes cell 0 again
+            first.wait()
+            deadline = time.monotonic() + 30
+            while launcher.restarts[0] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            new = launcher.procs[0]
+            assert launcher.restarts == [1, 0] and new is not None and system.at[new.pid] == (0, 0)
+            assert read_windows(tmp_path) == cells
+            games[0].stop()  # ... and its game comes back on the same port: the car reconnects
+            games[0] = VirtualTMNF("evo-test", port=ports[0], speed=100).start()
+            gas = np.tile(np.array([[1.0, -1.0, 0.0]], np.float32), (2, 1))
+            _, _, _, truncated, infos = env.step(gas)
+            assert truncated.tolist() == [True, False] and infos["end_reason"][0] == "game_lost"
+            assert len(RegionScreen.opened) == 3  # instance 0's window was captured afresh
+            obs, *_ = env.step(gas)
+            assert [int(obs[3][i].mean()) for i in range(2)] == [8, 376 % 256]
+            env.close()
+        assert all(q.poll() is not None for q in launcher.procs if q is not None)
+    finally:
+        for g in games:
+            g.stop()

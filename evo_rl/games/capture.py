@@ -87,3 +87,11 @@ class MssScreen:
 
     def close(self) -> None:
         self._mss.close()
+
+
+def grey_resized(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``[height, width]`` uint8 grey of an ``[H, W, 3]`` picture, sampling the nearest rows and columns."""
+    grey = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # [H, W]
+    rows = (np.arange(height) * grey.shape[0] / height).astype(np.intp)
+    cols = (np.arange(width) * grey.shape[1] / width).astype(np.intp)
+    return np.clip(grey[rows][:, cols], 0, 255).astype(np.uint8)

@@ -137,6 +137,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--reports", default=None, help="folder of hung-instance reports (game.launcher_dir; default: a temp folder)"
     )
     tmnf_launch.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    tmnf_launch.add_argument(
+        "--tile",
+        type=int,
+        nargs=2,
+        metavar=("W", "H"),
+        default=None,
+        help="start the instances one at a time, give each window a W x H client area in a grid, and write "
+        "the regions to windows.json in --reports, for env.flavour: full with game.screen: window",
+    )
+    tmnf_launch.add_argument("--columns", type=int, default=2, help="--tile: windows per row (default: 2)")
+    tmnf_launch.add_argument(
+        "--gap", type=int, default=48, help="--tile: pixels between windows, for title bars and borders (default: 48)"
+    )
+    tmnf_launch.add_argument(
+        "--window-title", default="TrackMania", help="--tile: text in the game window's title (default: TrackMania)"
+    )
     tmnf_launch.set_defaults(func=_tmnf_launch)
 
     virtual = sub.add_parser("virtual-game", help="run a virtual game: the simulator serving a game's protocol")
@@ -427,8 +443,16 @@ def _tmnf_launch(args: argparse.Namespace) -> int:
     if args.instances < 1:
         raise EvoError(f"--instances {args.instances}: give at least 1")
     ports = [args.port + k for k in range(args.instances)]
-    launcher = Launcher(args.command, ports, args.reports).start()
+    tiling = None
+    if args.tile is not None:
+        from evo_rl.games.tmnf.windows import Tiling
+
+        width, height = args.tile
+        tiling = Tiling(width, height, columns=args.columns, gap=args.gap, title=args.window_title)
+    launcher = Launcher(args.command, ports, args.reports, tiling=tiling).start()
     print(f"{len(ports)} TMNF instance(s) on ports {', '.join(map(str, ports))}; Ctrl-C stops them", flush=True)
+    for port, region in launcher.regions.items():
+        print(f"  port {port}: window at {region.left},{region.top}, {region.width} x {region.height}", flush=True)
     try:
         time.sleep(args.seconds if args.seconds is not None else 10**9)
     except KeyboardInterrupt:

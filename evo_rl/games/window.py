@@ -68,6 +68,9 @@ class WindowSystem(Protocol):
     def resize_client(self, window: Window, width: int, height: int) -> None:
         """Ask for a client area of ``width`` x ``height``; the window keeps its position."""
 
+    def move(self, window: Window, left: int, top: int) -> None:
+        """Move the whole window (borders included) so that its top-left corner is at ``left``, ``top``."""
+
     def client_rect(self, window: Window) -> Rect:
         """The client area (the picture, without title bar and borders) in screen coordinates."""
 
@@ -100,7 +103,8 @@ def outer_size(window: Rect, client: Rect, width: int, height: int) -> tuple[int
     return width + window.width - client.width, height + window.height - client.height
 
 
-def _wait_for_size(system: WindowSystem, window: Window, size: tuple[int, int], settle_seconds: float) -> Rect:
+def wait_for_size(system: WindowSystem, window: Window, size: tuple[int, int], settle_seconds: float) -> Rect:
+    """The client area of ``window`` once it has ``size`` (the OS may apply a resize late), else a GameError."""
     deadline = time.monotonic() + settle_seconds
     rect = system.client_rect(window)
     while (rect.width, rect.height) != size and time.monotonic() < deadline:
@@ -131,7 +135,7 @@ def prepare_window(
     window = pick_window(system.find(title), title)
     system.activate(window)
     system.resize_client(window, *size)
-    return _wait_for_size(system, window, size, settle_seconds).region
+    return wait_for_size(system, window, size, settle_seconds).region
 
 
 # --------------------------------------------------------------------------- Linux: xdotool
@@ -174,6 +178,9 @@ class XdotoolWindows:
     def resize_client(self, window: Window, width: int, height: int) -> None:
         self._xdotool("windowsize", str(window.handle), str(width), str(height))
 
+    def move(self, window: Window, left: int, top: int) -> None:
+        self._xdotool("windowmove", str(window.handle), str(left), str(top))
+
     def client_rect(self, window: Window) -> Rect:
         return parse_geometry(self._xdotool("getwindowgeometry", "--shell", str(window.handle)))
 
@@ -199,7 +206,7 @@ class POINT(ctypes.Structure):
 
 
 SW_RESTORE = 9
-SWP_NOMOVE, SWP_NOZORDER, SWP_NOACTIVATE = 0x0002, 0x0004, 0x0010
+SWP_NOSIZE, SWP_NOMOVE, SWP_NOZORDER, SWP_NOACTIVATE = 0x0001, 0x0002, 0x0004, 0x0010
 
 
 def _win32() -> tuple[Any, Any]:
@@ -254,6 +261,11 @@ class Win32Windows:
         flags = SWP_NOMOVE | SWP_NOZORDER | SWP_NOACTIVATE
         if not self._user32.SetWindowPos(ctypes.c_void_p(window.handle), None, 0, 0, w, h, flags):
             raise GameError(f"SetWindowPos could not resize the window {window.title!r}")
+
+    def move(self, window: Window, left: int, top: int) -> None:
+        flags = SWP_NOSIZE | SWP_NOZORDER | SWP_NOACTIVATE
+        if not self._user32.SetWindowPos(ctypes.c_void_p(window.handle), None, left, top, 0, 0, flags):
+            raise GameError(f"SetWindowPos could not move the window {window.title!r}")
 
     def client_rect(self, window: Window) -> Rect:
         client = self._rect("GetClientRect", window)

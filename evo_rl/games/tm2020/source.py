@@ -24,7 +24,7 @@ import numpy as np
 from evo_rl.config import EvoConfig
 from evo_rl.envs.spaces import lidar_beams
 from evo_rl.errors import ConfigError, EvoError
-from evo_rl.games.capture import ScreenBackend
+from evo_rl.games.capture import ScreenBackend, grey_resized
 from evo_rl.games.cars import GameCars
 from evo_rl.games.control import InputBackend, action_to_inputs
 from evo_rl.games.errors import GameConnectionError
@@ -150,7 +150,7 @@ class TM2020Source(GameCars):
     def images(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """``[1, H, W]`` uint8: the window picture in grey, resized to the camera's size (``camera``)."""
         cam = self.cfg.camera
-        grey = _grey_resized(self._grab(), cam.height, cam.width)
+        grey = grey_resized(self._grab(), cam.height, cam.width)
         if out is None:
             return grey[None]
         out[0] = grey
@@ -176,14 +176,6 @@ class TM2020Source(GameCars):
     def _update(self, t: Telemetry, first: bool = False) -> None:
         self.telemetry = t
         self.set_car(0, t.car_state(), first, heading="heading" in self.provides)  # TMRL's plugin sends none
-
-
-def _grey_resized(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``[height, width]`` uint8 grey of an ``[H, W, 3]`` picture, by area averaging (nearest rows/columns)."""
-    grey = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # [H, W]
-    rows = (np.arange(height) * grey.shape[0] / height).astype(np.intp)
-    cols = (np.arange(width) * grey.shape[1] / width).astype(np.intp)
-    return np.clip(grey[rows][:, cols], 0, 255).astype(np.uint8)
 
 
 class Reconnecting:

@@ -9,19 +9,30 @@ under Linux the same through Wine (``wine C:/TMLoader/TMLoader.exe ...``), and f
 ``evo-rl virtual-game tmnf --port {port}``. A crashed instance is started again on the same port;
 so is a hung one, which its client reports by a ``hung-<port>`` file in :func:`reports_dir` when it
 times out. The car source reconnects at its next episode (:class:`~evo_rl.games.tmnf.source.TMNFSource`).
+
+With a :class:`~evo_rl.games.tmnf.windows.Tiling` the instances start one at a time: each one's new
+window is sized, moved to its cell, and written to ``windows.json`` for frame capture
+(:mod:`evo_rl.games.tmnf.windows`).
 """
 
 from __future__ import annotations
 
 import shlex
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evo_rl.errors import ConfigError
+from evo_rl.games.errors import GameError
+
+if TYPE_CHECKING:
+    from evo_rl.games.tmnf.windows import Tiling
+    from evo_rl.games.window import Rect, WindowSystem
 
 POLL_SECONDS = 0.2  # s between checks of the instances' processes and of hung reports
 STOP_SECONDS = 5.0  # s an instance gets to exit before it is killed
@@ -52,11 +63,28 @@ def command_for(template: Sequence[str] | str, port: int) -> list[str]:
 
 
 class Launcher:
-    """Instances of ``command`` on ``ports``; :meth:`start` starts them and a thread restarts those that end."""
+    """Instances of ``command`` on ``ports``; :meth:`start` starts them and a thread restarts those that end.
 
-    def __init__(self, command: Sequence[str] | str, ports: Sequence[int], reports: str | None = None) -> None:
+    ``tiling`` places each instance's window (``windows``: the window calls; by default this machine's).
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str] | str,
+        ports: Sequence[int],
+        reports: str | None = None,
+        tiling: Tiling | None = None,
+        windows: WindowSystem | None = None,
+    ) -> None:
         if not ports:
             raise ConfigError("the launcher needs at least one port")
+        if tiling is not None and windows is None:
+            from evo_rl.games.window import default_window_system
+
+            windows = default_window_system()
+        self.tiling = tiling
+        self.windows = windows
+        self.regions: dict[int, Rect] = {}  # port -> client area of its window (with a tiling)
         self.commands = [command_for(command, port) for port in ports]
         self.ports = list(ports)
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * len(self.ports)
@@ -64,22 +92,60 @@ class Launcher:
         self.reports = reports_dir(reports)
         for port in self.ports:  # old reports of these ports do not count
             (self.reports / f"hung-{port}").unlink(missing_ok=True)
+        if tiling is not None:
+            from evo_rl.games.tmnf.windows import WINDOWS_FILE
+
+            (self.reports / WINDOWS_FILE).unlink(missing_ok=True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def start(self) -> Launcher:
-        for i in range(len(self.ports)):
-            self._spawn(i)
+        try:
+            for i in range(len(self.ports)):
+                self._spawn(i)
+        except BaseException:  # the instances already started stop too
+            self.stop()
+            raise
         self._thread = threading.Thread(target=self._watch, name="tmnf-launcher", daemon=True)
         self._thread.start()
         return self
 
     def _spawn(self, i: int) -> None:
+        known = self._window_handles()
         try:
             self.procs[i] = subprocess.Popen(self.commands[i], stdin=subprocess.DEVNULL)
         except OSError as e:
             raise ConfigError(f"cannot start TMNF instance {i} with {self.commands[i]}: {e}") from e
+        if known is not None:
+            self._place_window(i, known)
+
+    def _window_handles(self) -> set[int] | None:
+        if self.tiling is None or self.windows is None:
+            return None
+        from evo_rl.games.tmnf.windows import handles
+
+        return handles(self.windows, self.tiling.title)
+
+    def _place_window(self, i: int, known: set[int]) -> None:
+        """Find instance ``i``'s new window, put it in cell ``i`` and write the regions down; a window that
+        does not show or does not fit stops the instance (and is a GameError)."""
+        from evo_rl.games.tmnf.windows import check_apart, new_window, place, write_windows
+
+        assert self.tiling is not None and self.windows is not None
+        port = self.ports[i]
+        try:
+            window = new_window(self.windows, self.tiling.title, known, self.tiling.appear_seconds, f"port {port}")
+            regions = {**self.regions, port: place(self.windows, window, self.tiling, i)}
+            check_apart(regions)
+        except GameError:
+            proc = self.procs[i]
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise
+        self.regions = regions
+        write_windows(self.reports, self.regions)
 
     def _watch(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
@@ -95,7 +161,10 @@ class Launcher:
                             proc.wait()
                     if proc.poll() is not None:
                         self.restarts[i] += 1
-                        self._spawn(i)
+                        try:
+                            self._spawn(i)
+                        except (ConfigError, GameError) as e:  # tried again at the next poll
+                            print(f"TMNF instance on port {self.ports[i]} did not restart: {e}", file=sys.stderr)
 
     def stop(self) -> None:
         """Stop every instance this launcher started (terminate, then kill after a grace period)."""

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from evo_rl.config import EvoConfig
 from evo_rl.errors import ConfigError
+from evo_rl.games.capture import ScreenBackend, grey_resized
 from evo_rl.games.cars import GameCars
 from evo_rl.games.control import action_to_inputs
 from evo_rl.games.errors import GameConnectionError, GameTimeoutError, ProtocolError
@@ -27,12 +29,15 @@ from evo_rl.sim.track import Track
 
 
 def provides(cfg: EvoConfig, has_track: bool, virtual: bool) -> frozenset[str]:
-    """What TMNF instances report under ``cfg``, without connecting. Frames come from the virtual TMNF only:
-    the TMInterface plugin sends none (its states say ``frame_height = 0``), so ``env.flavour: full`` in the
-    game is refused at start-up rather than trained on blank images."""
+    """What TMNF instances report under ``cfg``, without connecting. Frames come from the virtual TMNF
+    (in the protocol) or from each instance's window (``game.screen: window``): the TMInterface plugin
+    sends none (its states say ``frame_height = 0``), so ``env.flavour: full`` in the game without
+    windows is refused at start-up rather than trained on blank images."""
     out = set(p.PROVIDES)
     if virtual:
-        out |= {"wall_contact", "frames"}
+        out.add("wall_contact")
+    if virtual or cfg.game.screen == "window":
+        out.add("frames")
     if has_track:
         out.add("track")
         if cfg.lidar.kind == "geometric":
@@ -41,12 +46,24 @@ def provides(cfg: EvoConfig, has_track: bool, virtual: bool) -> frozenset[str]:
 
 
 class TMNFSource(GameCars):
-    """``len(clients)`` TMNF instances, car ``i`` in instance ``i``."""
+    """``len(clients)`` TMNF instances, car ``i`` in instance ``i``.
+
+    ``screen_for(port)`` gives the screen of the instance on ``port`` (``game.screen: window``); its
+    pictures are the frames, and the instances are not asked for frames of their own. A restarted
+    instance's screen is asked for again (its window is a new one).
+    """
 
     name = "tmnf"
     realtime = False
 
-    def __init__(self, cfg: EvoConfig, clients: list[TMNFClient], track: Track | None, virtual: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: EvoConfig,
+        clients: list[TMNFClient],
+        track: Track | None,
+        virtual: bool = False,
+        screen_for: Callable[[int], ScreenBackend] | None = None,
+    ) -> None:
         if cfg.lidar.kind == "tmrl":
             raise ConfigError("lidar.kind: tmrl is TMRL's TrackMania 2020 screen LIDAR; use geometric with TMNF")
         self.cfg = cfg
@@ -57,13 +74,24 @@ class TMNFSource(GameCars):
         self.dt = cfg.sim.dt
         self.controls = cfg.env.controls
         cam = cfg.camera
-        self._frame = (cam.height, cam.width) if cfg.env.flavour == "full" else None
+        full = cfg.env.flavour == "full"
+        self._frame = (cam.height, cam.width) if full and screen_for is None else None  # asked in the protocol
         super().__init__(n, TrackModel(track, cfg) if track is not None else None)
-        self.frames = np.zeros((n, *(self._frame or (1, 1))), np.uint8)
+        self.frames = np.zeros((n, *((cam.height, cam.width) if full else (1, 1))), np.uint8)
         self.lost = np.zeros(n, bool)  # [N] instances that stopped answering; their episodes are cut
         self.errors: list[str] = ["" for _ in range(n)]  # why, per instance
         self.ports = [c.address[1] for c in clients]
         self.reconnect_timeout = cfg.game.reconnect_timeout
+        self._screen_for = screen_for if full else None
+        self.screens: list[ScreenBackend | None] = [None] * n
+        if self._screen_for is not None:
+            try:
+                for i, port in enumerate(self.ports):
+                    self.screens[i] = self._screen_for(port)
+            except BaseException:
+                for i in range(n):
+                    self._close_screen(i)
+                raise
 
     def set_speed(self, speed: float) -> None:
         for c in self.clients:
@@ -112,6 +140,9 @@ class TMNFSource(GameCars):
         self.clients[i] = client
         self.lost[i] = False
         self.errors[i] = ""
+        if self._screen_for is not None:  # the restarted game has a new window
+            self._close_screen(i)
+            self.screens[i] = self._screen_for(self.ports[i])
 
     def step(self, actions: np.ndarray) -> None:
         for i, c in enumerate(self.clients):
@@ -143,14 +174,31 @@ class TMNFSource(GameCars):
         return self.geometric_lidar(out)
 
     def images(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """``[N, H, W]`` uint8 grey frames: the last ones the instances sent, or their windows now (the
+        games hold between steps, so a window shows the step just answered)."""
+        if self._screen_for is not None:
+            h, w = self.frames.shape[1:]
+            for i, screen in enumerate(self.screens):
+                if screen is not None and not self.lost[i]:
+                    self.frames[i] = grey_resized(screen.grab(), h, w)
         if out is None:
             return self.frames.copy()
         out[...] = self.frames
         return out
 
+    def _close_screen(self, i: int) -> None:
+        screen, self.screens[i] = self.screens[i], None
+        if screen is not None:
+            try:
+                screen.close()
+            except Exception:  # noqa: BLE001 - closing a capture that may be gone
+                pass
+
     def close(self) -> None:
         for c in self.clients:
             c.close()
+        for i in range(self.n_envs):
+            self._close_screen(i)
 
     def _update(self, i: int, s: Any, frame: np.ndarray | None, first: bool = False) -> None:
         self.set_car(i, p.state_to_car_state(s), first)
@@ -158,16 +206,47 @@ class TMNFSource(GameCars):
             self.frames[i] = frame
 
 
-def open_source(cfg: EvoConfig, ports: list[int], virtual: bool = False, speed: float | None = None) -> TMNFSource:
-    """A :class:`TMNFSource` over the instances listening on ``ports`` (127.0.0.1), at game ``speed``."""
+def window_screens(cfg: EvoConfig) -> Callable[[int], ScreenBackend]:
+    """``screen_for(port)``: a capture of the window the launcher placed for ``port`` (``windows.json`` in
+    ``game.launcher_dir``, read again at each call, so a restarted instance's new window is found)."""
+    from evo_rl.games.capture import MssScreen
+    from evo_rl.games.tmnf.launch import reports_dir
+    from evo_rl.games.tmnf.windows import read_windows
+
+    folder = reports_dir(cfg.game.launcher_dir)
+
+    def screen_for(port: int) -> ScreenBackend:
+        regions = read_windows(folder)
+        if port not in regions:
+            raise ConfigError(
+                f"{folder / 'windows.json'} has no window for the instance on port {port} (it has "
+                f"{sorted(regions)}): start every instance with `evo-rl game tmnf launch --tile W H`"
+            )
+        return MssScreen(region=regions[port].region)
+
+    return screen_for
+
+
+def open_source(
+    cfg: EvoConfig,
+    ports: list[int],
+    virtual: bool = False,
+    speed: float | None = None,
+    screen_for: Callable[[int], ScreenBackend] | None = None,
+) -> TMNFSource:
+    """A :class:`TMNFSource` over the instances listening on ``ports`` (127.0.0.1), at game ``speed``;
+    with ``game.screen: window`` and ``env.flavour: full`` the frames are captures of their windows
+    (``screen_for``, by default :func:`window_screens`)."""
     from evo_rl.sim.catalog import get_track
 
+    if screen_for is None and cfg.game.screen == "window" and cfg.env.flavour == "full":
+        screen_for = window_screens(cfg)
     clients: list[TMNFClient] = []
     try:
         for port in ports:
             clients.append(TMNFClient(port, timeout=cfg.game.record_timeout))
         track = get_track(cfg.env.track) if cfg.env.track is not None else None
-        source = TMNFSource(cfg, clients, track, virtual=virtual)
+        source = TMNFSource(cfg, clients, track, virtual=virtual, screen_for=screen_for)
         if cfg.game.map is not None:
             for c in clients:
                 c.load_map(cfg.game.map)
