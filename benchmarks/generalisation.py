@@ -1,6 +1,6 @@
 """How well a policy drives tracks it never trained on: finish rate and lap ratios on held-out tracks.
 
-    python benchmarks/generalisation.py [POLICY] [--tracks 20] [--episodes 3] [--first-seed 90000] [--json]
+    python benchmarks/generalisation.py [POLICY] [--tracks 20] [--episodes 3] [--first-seed 90000] [--no-builtin]
 
 POLICY is a policy file, a run folder or name, or ``pretrained`` (the default). The held-out set
 is ``--tracks`` generated tracks with the default generator knobs, seeds ``--first-seed`` onwards

@@ -331,6 +331,13 @@ class SACConfig(Section):
     target_entropy: float | None = Field(None, description="target entropy; null = -2 * action_dim (-6)")
     hidden: list[PositiveInt] = Field([256, 256], min_length=1, description="hidden layer sizes of actor and critics")
     critic_layer_norm: bool = Field(False, description="LayerNorm on the critics' hidden layers (before each ReLU)")
+    policy_average: float = Field(
+        0.0003,
+        ge=0,
+        lt=1,
+        description="Polyak rate of an averaged copy of the actor that evaluations and policy files use "
+        "(the cars still act with the trained actor); 0: off",
+    )
     drq_pad: int = Field(
         0, ge=0, le=16, description="DrQ: shift image observations by up to this many pixels in every batch; 0: off"
     )

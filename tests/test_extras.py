@@ -1,4 +1,5 @@
-"""The optional techniques: DrQ image shifts, RND intrinsic reward, parameter-space noise, the Dyna model."""
+"""The optional techniques: DrQ image shifts, RND intrinsic reward, parameter-space noise, the Dyna model,
+the averaged policy."""
 
 from __future__ import annotations
 
@@ -257,3 +258,51 @@ def test_a_worker_acts_with_parameter_noise_on_each_new_set_of_weights() -> None
     clean = dict(actor.named_parameters())
     for name, p in noisy._noisy.named_parameters():  # close to the new weights, not the old ones
         assert (p - clean[name]).abs().mean() < 0.5 * (p - dict(first.named_parameters())[name]).abs().mean()
+
+
+@pytest.mark.parametrize("algo", ["sac", "redq"])
+def test_the_averaged_policy_follows_the_actor_and_is_checkpointed(algo: str) -> None:
+    from evo_rl.envs.spaces import action_space
+
+    cfg = EvoConfig()
+    cfg.algo.name = algo
+    for section in (cfg.algo.sac, cfg.algo.redq):
+        section.hidden, section.policy_average = [32, 32], 0.25
+    cfg.algo.redq.q_updates_per_policy_update = 1
+    space = observation_space(cfg)
+    agent = make_agent(cfg, space, action_space(), "cpu")
+    assert agent.policy is agent.actor  # nothing averaged yet
+    torch.manual_seed(0)
+    snapshots = []
+    for _ in range(6):
+        agent.update(_batch(agent, space))
+        snapshots.append([p.detach().clone() for p in agent.actor.parameters()])
+    assert agent.policy is agent.actor_average and int(agent.averaged) == 6
+    # steps 1-4 are the plain mean (weights 1, 1/2, 1/3, 1/4), then the rate 0.25: mean of 1-4, then two EMA steps
+    expected = [sum(s[i] for s in snapshots[:4]) / 4 for i in range(len(snapshots[0]))]
+    for s in snapshots[4:]:
+        expected = [e + 0.25 * (x - e) for e, x in zip(expected, s, strict=True)]
+    for e, p in zip(expected, agent.actor_average.parameters(), strict=True):
+        assert torch.allclose(e, p, atol=1e-6)
+        assert not p.requires_grad
+    assert not torch.equal(snapshots[-1][0], next(agent.actor_average.parameters()))  # not the actor itself
+    state = agent.state_dict()
+    other = make_agent(cfg, space, action_space(), "cpu")
+    other.load_state_dict(state)
+    assert int(other.averaged) == 6
+    for a, b in zip(agent.actor_average.parameters(), other.actor_average.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_trainer_evaluates_and_saves_the_averaged_policy(tmp_path) -> None:
+    from evo_rl.train.policy import load_policy
+
+    cfg = tiny_config("train.total_steps=120", "algo.sac.policy_average=0.01")
+    trainer = Trainer(cfg, create_run(tmp_path, "avg", cfg))
+    trainer.train()
+    agent = trainer.agent
+    assert int(agent.averaged) > 0 and trainer.policy is agent.actor_average
+    saved = load_policy(trainer.run.policy_path).actor.state_dict()
+    for name, value in agent.actor_average.state_dict().items():
+        assert torch.equal(saved[name], value), name
+    assert any(not torch.equal(saved[n], v) for n, v in agent.actor.state_dict().items())  # not the trained actor

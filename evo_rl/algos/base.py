@@ -15,7 +15,7 @@ network, target network, optimiser, gradient scaler and counter; see
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import torch
 from gymnasium import spaces
@@ -138,7 +138,10 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
-def frozen_copy(module: nn.Module) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def frozen_copy(module: M) -> M:
     """A deep copy with ``requires_grad`` off (target networks)."""
     target = copy.deepcopy(module)
     target.requires_grad_(False)
@@ -176,6 +179,11 @@ class TrainingAgent:
     def update(self, batch: Any) -> UpdateResult:
         """One learning step; returns its metrics (and the TD error, off-policy)."""
         raise NotImplementedError
+
+    @property
+    def policy(self) -> ActorModule:
+        """The policy that evaluations and policy files use: the actor (SAC and REDQ: or its average)."""
+        return self.actor
 
     def get_actor(self) -> ActorModule:
         """A CPU copy of the current policy without gradients, for workers and evaluation."""
@@ -265,6 +273,24 @@ class SoftActorCriticBase(TrainingAgent):
             else None
         )
         self._model_metrics: dict[str, torch.Tensor] = {}
+        # algo.sac.policy_average: a Polyak average of the actor's weights for evaluation (Nikishin et al.,
+        # "Improving Stability in Deep Reinforcement Learning with Weight Averaging", 2018)
+        self.actor_average = frozen_copy(self.actor) if cfg.policy_average > 0 else None
+        self.averaged = torch.zeros((), dtype=torch.int64)  # actor steps averaged so far
+
+    @property
+    def policy(self) -> ActorModule:
+        """The averaged actor once it has averaged a step (``algo.sac.policy_average``), else the actor."""
+        return self.actor_average if self.actor_average is not None and int(self.averaged) > 0 else self.actor
+
+    def average_policy(self) -> None:
+        """After each actor step: ``average <- average + w * (actor - average)``, ``w = max(rate, 1 / k)`` at the
+        k-th step (the plain mean of the first ``1 / rate`` steps, so it starts at the actor: behaviour cloning or
+        an ``--init`` actor included), then the exponential average of rate ``algo.sac.policy_average``."""
+        if self.actor_average is None:
+            return
+        self.averaged += 1
+        polyak_update(self.actor_average, self.actor, max(self.config.policy_average, 1.0 / int(self.averaged)))
 
     def cloning_loss(self, batch: Batch) -> torch.Tensor:
         """Behaviour cloning: the mean negative log-likelihood of the batch's actions under the policy, up to a
@@ -401,4 +427,7 @@ class SoftActorCriticBase(TrainingAgent):
         if self.model is not None:
             items["model"] = self.model
             items["model_optim"] = self.model.optim
+        if self.actor_average is not None:
+            items["actor_average"] = self.actor_average
+            items["averaged"] = self.averaged
         return items

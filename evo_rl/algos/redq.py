@@ -109,6 +109,7 @@ class REDQAgent(SoftActorCriticBase):
         self.actor_scaler.scale(actor_loss).backward()
         self.actor_scaler.step(self.actor_optim)
         self.actor_scaler.update()
+        self.average_policy()
 
         # --- entropy coefficient update, as SAC, when learned
         alpha_loss = self.update_alpha(log_pi)

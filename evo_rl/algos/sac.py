@@ -88,6 +88,7 @@ class SACAgent(SoftActorCriticBase):
         self.actor_scaler.scale(actor_loss).backward()
         self.actor_scaler.step(self.actor_optim)
         self.actor_scaler.update()
+        self.average_policy()
 
         # --- entropy coefficient update: J(alpha) (eq. 18), when learned
         alpha_loss = self.update_alpha(log_pi)

@@ -454,11 +454,17 @@ class Trainer:
     def _warn(self, text: str) -> None:
         self._notes.append(f"warning: {text}")
 
+    @property
+    def policy(self) -> Any:
+        """What evaluations drive and policy files hold: the agent's ``policy`` (SAC and REDQ with
+        ``algo.sac.policy_average``: the averaged actor), or its ``actor`` for agents without one."""
+        return getattr(self.agent, "policy", self.agent.actor)
+
     def _save_policy(self, path: Path | None = None) -> None:
         ev = self.last_eval.to_dict() if self.last_eval else None
         path = path or self.run.policy_path
         try:
-            save_policy(path, self.agent.actor, self.cfg, env_steps=self.counters.env_steps, eval=ev)
+            save_policy(path, self.policy, self.cfg, env_steps=self.counters.env_steps, eval=ev)
         except OSError as e:
             why = "the disk is full" if e.errno == errno.ENOSPC else f"{type(e).__name__}: {e}"
             self.dashboard.message(f"warning: {path.name} not saved ({why}); the previous one is kept")
@@ -471,7 +477,7 @@ class Trainer:
 
     def evaluate(self) -> EvalResult:
         """Run the deterministic evaluation episodes, log them and save the policy files."""
-        actor = self.agent.actor
+        actor = self.policy
         result = self.evaluator.run(lambda obs: actor.act(obs, test=True))
         c = self.counters
         c.evaluations += 1
