@@ -491,7 +491,13 @@ class MemoryConfig(Section):
     prioritized: bool = Field(False, description="prioritised replay (sum tree)")
     alpha: float = Field(0.6, ge=0, description="prioritisation exponent")
     beta: float = Field(0.4, ge=0, le=1, description="importance-sampling exponent")
-    nstep: int = Field(1, ge=1, le=100, description="steps summed in the discounted return (1 = one-step TD)")
+    nstep: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="steps summed in the discounted return (1 = one-step TD); 1 when left unset with a Dyna model "
+        "(algo.sac.model_ratio > 0)",
+    )
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
@@ -643,6 +649,8 @@ class EvoConfig(Section):
         if sac is None or sac.model_ratio == 0:
             return self
         name = f"algo.{self.algo.name}.model_ratio"
+        if "nstep" not in self.memory.model_fields_set:  # the model learns one step: one-step returns by default
+            self.memory.nstep = 1
         if self.memory.nstep > 1:
             raise PydanticCustomError(
                 "config_conflict",

@@ -522,6 +522,9 @@ def test_amp_is_off_on_cpu_by_default_and_bfloat16_when_asked():
     agent = SACAgent(LIDAR, ACT, SACConfig(hidden=HIDDEN), amp=True)
     assert agent.amp and agent.amp_dtype == torch.bfloat16
     assert not agent.critic_scaler.is_enabled()  # bfloat16 needs no loss scaling
+    with agent.autocast():  # the critics' output layer stays float32: Q-values keep float32 precision
+        q = agent.critic(tuple(torch.rand(8, *p.shape) for p in LIDAR.spaces), torch.zeros(8, 3))
+    assert q.dtype == torch.float32
 
 
 @pytest.mark.parametrize("algo", ["sac", "redq", "ppo"])

@@ -306,3 +306,11 @@ def test_trainer_evaluates_and_saves_the_averaged_policy(tmp_path) -> None:
     for name, value in agent.actor_average.state_dict().items():
         assert torch.equal(saved[name], value), name
     assert any(not torch.equal(saved[n], v) for n, v in agent.actor.state_dict().items())  # not the trained actor
+
+
+def test_dyna_uses_one_step_returns_unless_told_otherwise() -> None:
+    from evo_rl.config import load_config
+
+    assert load_config(None, []).memory.nstep == 3  # the default: 3-step returns
+    assert load_config(None, ["algo.sac.model_ratio=0.25"]).memory.nstep == 1  # the model learns one step
+    assert load_config(None, ["algo.sac.model_ratio=0.25", "memory.nstep=1"]).memory.nstep == 1

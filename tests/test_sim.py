@@ -496,8 +496,9 @@ def test_bench_options_live_in_the_cli() -> None:
     replay = bench_kwargs(build_parser().parse_args(["bench", "replay", "--batch-size", "64", "--n-envs", "4"]))
     assert replay["batch_size"] == 64 and replay["n_envs"] == 4 and replay["transitions"] == 100_000
     learner = bench_kwargs(build_parser().parse_args(["bench", "learner", "--algo", "redq"]))
-    assert learner == {"algo": "redq", "seconds": 10.0, "batch": 256, "threads": 0, "device": "cpu", "amp": False}
+    assert learner == {"algo": "redq", "seconds": 10.0, "batch": 256, "threads": 0, "device": "cpu", "amp": None}
     assert bench_kwargs(build_parser().parse_args(["bench", "learner", "--amp"]))["amp"] is True
+    assert bench_kwargs(build_parser().parse_args(["bench", "learner", "--no-amp"]))["amp"] is False
 
 
 def test_one_dispatch_rule_for_every_car_loop() -> None:

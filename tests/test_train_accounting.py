@@ -40,6 +40,7 @@ def _trainer(tmp_path, ups: float, n: int, start: int, batch: int, total: int) -
         f"train.total_steps={total}",
         "train.eval_episodes=1",
         "algo.sac.hidden=[16]",
+        "memory.nstep=1",  # the counts by hand: a transition is sampleable one step after it is added
     )
     return Trainer(cfg, create_run(tmp_path, "acct", cfg))
 

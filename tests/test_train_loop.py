@@ -50,8 +50,9 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     run = create_run(tmp_path, "r", cfg)
     first = Trainer(cfg, run)
     c = first.train()
-    # 4 cars, start_steps 40, batch 32, updates_per_step 0.25: iterations at env_steps 40, 44, ..., 160 pay one each
-    assert c.env_steps == 160 and c.updates == len(range(40, 161, 4)) == 31 and c.evaluations == 1
+    # 4 cars, start_steps 40, batch 32, updates_per_step 0.25, 3-step returns (a car's newest 3 steps wait for
+    # their returns: 44 - 12 = 32 sampleable at env_steps 44): iterations at 44, 48, ..., 160 pay one each
+    assert c.env_steps == 160 and c.updates == len(range(44, 161, 4)) == 30 and c.evaluations == 1
     obs = _fixed_obs(first)
     state = _agent_state(first)
     actions = first.agent.actor.act(obs, test=True)
@@ -78,7 +79,7 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
 
     second.cfg.train.total_steps = 240  # continue: counters go on, metrics.jsonl grows
     c2 = second.train()
-    assert c2.env_steps == 240 and c2.updates == 31 + len(range(164, 241, 4)) and c2.evaluations == 2
+    assert c2.env_steps == 240 and c2.updates == 30 + len(range(164, 241, 4)) and c2.evaluations == 2
     steps = [r["env_steps"] for r in map(json.loads, run.metrics_path.read_text().splitlines())]
     assert steps == sorted(steps) and steps[-1] == 240 and 160 in steps
 

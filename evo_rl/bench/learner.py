@@ -6,7 +6,8 @@ two previous actions ``(3,)``: 83 numbers), networks 256x256 MLPs, batches of
 SAC update (``SAC.train`` on a filled ``ReplayBuffer``, same sizes, flat 83-number
 observations, float32) is measured in the same run as a reference. For PPO,
 ``updates_per_s`` counts minibatch gradient steps. ``amp`` runs EVO RL's agents in mixed
-precision (``algo.amp``: bfloat16 on the CPU, float16 on CUDA).
+precision (``algo.amp``: bfloat16 on the CPU, float16 on CUDA); by default as ``algo.amp: null``
+(on with CUDA only). SB3 runs in float32 (it has no mixed precision).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def _replay_sampler(obs_space, batch_size: int, device):
     return sample
 
 
-def _off_policy_step(name: str, batch_size: int, device, amp: bool = False) -> tuple[Callable[[], Any], int]:
+def _off_policy_step(name: str, batch_size: int, device, amp: bool | None = None) -> tuple[Callable[[], Any], int]:
     from evo_rl.algos import REDQAgent, SACAgent
     from evo_rl.config import REDQConfig, SACConfig
 
@@ -109,7 +110,7 @@ def _off_policy_step(name: str, batch_size: int, device, amp: bool = False) -> t
     return step, per_call
 
 
-def _ppo_step(batch_size: int, device, amp: bool = False) -> tuple[Callable[[], Any], int]:
+def _ppo_step(batch_size: int, device, amp: bool | None = None) -> tuple[Callable[[], Any], int]:
     import torch
 
     from evo_rl.algos import PPOAgent
@@ -179,20 +180,22 @@ def run(
     batch: int = 256,
     threads: int = 0,
     device: str = "cpu",
-    amp: bool = False,
+    amp: bool | None = None,
 ) -> dict:
     """Measure ``algo`` (sac, redq or ppo) and return ``{"algo", "updates_per_s", "sb3_sac_updates_per_s", ...}``.
 
     ``seconds`` of measuring per timed part, ``batch`` (minibatch for PPO) size, ``threads`` torch CPU
-    threads (0: one per core), ``device`` cpu, cuda or auto, ``amp`` EVO RL's agents in mixed precision.
+    threads (0: one per core), ``device`` cpu, cuda or auto, ``amp`` EVO RL's agents in mixed precision (None: as
+    ``algo.amp: null``, on with CUDA only).
     """
     import torch
 
-    from evo_rl.algos.base import resolve_device
+    from evo_rl.algos.base import resolve_amp, resolve_device
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
     torch.manual_seed(0)
     dev = resolve_device(device)
+    amp = resolve_amp(amp, dev)
     ours = _ppo_step(batch, dev, amp) if algo == "ppo" else _off_policy_step(algo, batch, dev, amp)
     parts = {"updates_per_s": ours}
     if algo == "redq":

@@ -51,7 +51,11 @@ def _learner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = one per core")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or auto")
     p.add_argument(
-        "--amp", action="store_true", help="EVO RL's agents in mixed precision (algo.amp: bfloat16 on the CPU)"
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="EVO RL's agents in mixed precision (algo.amp: float16 on CUDA, bfloat16 on the CPU) or not; "
+        "default as algo.amp: null (on with CUDA only)",
     )
 
 

@@ -95,11 +95,17 @@ class EnsembleQNetwork(nn.Module):
             weights, biases = [w.detach() for w in weights], [b.detach() for b in biases]
             gains, offsets = [g.detach() for g in gains], [o.detach() for o in offsets]
         h = torch.baddbmm(biases[0], x.expand(weights[0].shape[0], -1, -1), weights[0])  # [n, B, hidden]
-        for i, (w, b) in enumerate(zip(weights[1:], biases[1:], strict=True)):
-            if gains:
-                h = torch.addcmul(offsets[i], F.layer_norm(h, h.shape[-1:]), gains[i])
-            h = torch.baddbmm(b, torch.relu(h), w)  # [n, B, out]
-        return h.squeeze(-1)  # [n, B]
+        for i, (w, b) in enumerate(zip(weights[1:-1], biases[1:-1], strict=True)):
+            h = torch.baddbmm(b, torch.relu(self._norm(h, gains, offsets, i)), w)  # [n, B, hidden]
+        h = torch.relu(self._norm(h, gains, offsets, len(weights) - 2))
+        # the output layer in float32 under autocast: Q-values (tens) to float32 precision, not bfloat16's 3 digits
+        with torch.autocast(h.device.type, enabled=False):
+            return torch.baddbmm(biases[-1], h.float(), weights[-1]).squeeze(-1)  # [n, B]
+
+    @staticmethod
+    def _norm(h: torch.Tensor, gains: list[torch.Tensor], offsets: list[torch.Tensor], i: int) -> torch.Tensor:
+        """Hidden layer ``i``'s LayerNorm (``layer_norm``), or ``h`` unchanged."""
+        return torch.addcmul(offsets[i], F.layer_norm(h, h.shape[-1:]), gains[i]) if gains else h
 
     @torch.no_grad()
     def load_members(self, critics: Sequence[QNetwork]) -> None:

@@ -142,6 +142,15 @@ class ActiveClock:
             self._paused_at = None
 
 
+def precision_note(agent: Any) -> str:
+    """``", bfloat16 mixed precision"`` (or float16) for an agent that computes in mixed precision (``algo.amp``),
+    else ``""``."""
+    if not getattr(agent, "amp", False):
+        return ""
+    dtype = getattr(agent, "amp_dtype", None)
+    return f", {str(dtype).removeprefix('torch.')} mixed precision" if dtype is not None else ", mixed precision"
+
+
 def configure_torch(cfg: EvoConfig) -> None:
     """Seed torch and set its CPU threads (``train.torch_threads``; 0 keeps torch's default, all cores).
 
@@ -743,7 +752,7 @@ class Trainer:
                     self.dashboard.message(note)
                 self.dashboard.message(
                     f"run folder {self.run.path}: {cfg.algo.name} on {cfg.env.track} ({cfg.env.flavour}), "
-                    f"{self.n_envs} cars, device {self.agent.device}"
+                    f"{self.n_envs} cars, device {self.agent.device}{precision_note(self.agent)}"
                 )
                 while True:
                     now = clock()
